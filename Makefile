@@ -1,0 +1,46 @@
+# Mailcloak: `make run` to try it on this machine, `make test` to run every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: run test test-sqlite test-postgres lint typecheck install install-test lock clean
+
+$(VENV)/.installed-run: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/mailcloak run
+
+test: install-test lint typecheck test-sqlite test-postgres
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+
+typecheck: install-test
+	$(BIN)/mypy
+
+test-sqlite: install-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: install-test
+	scripts/with-postgres $(BIN)/pytest $(PYTEST_ARGS)
+
+# Re-pin every dependency after changing pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[test]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^mailcloak' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from mailcloak.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AliasesConfig(AppConfig):
+    name = "mailcloak.aliases"
+    label = "aliases"

@@ -1,0 +1,142 @@
+"""Domains, aliases, contacts (reverse aliases) and blocked senders."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from mailcloak.accounts.models import Mailbox, normalize_address
+
+
+class Domain(models.Model):
+    """A domain whose addresses are aliases. Instance domains (MAILCLOAK_DOMAINS) have no owner."""
+
+    name = models.CharField(max_length=253, unique=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.CASCADE, related_name="domains")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.name = self.name.strip().lower().rstrip(".")
+        super().save(*args, **kwargs)
+
+
+class Alias(models.Model):
+    """An address handed out instead of the real one; mail to it goes to `mailbox`."""
+
+    class DisabledAction(models.TextChoices):
+        REJECT = "reject", "Reject mail (550 5.1.1)"
+        DROP = "drop", "Accept and silently drop"
+
+    address = models.CharField(max_length=320, unique=True)
+    domain = models.ForeignKey(Domain, on_delete=models.PROTECT, related_name="aliases")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="aliases")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="aliases")
+    enabled = models.BooleanField(default=True)
+    disabled_action = models.CharField(max_length=10, choices=DisabledAction.choices,
+                                       default=DisabledAction.REJECT)
+    title = models.CharField(max_length=200, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    forwarded_count = models.PositiveIntegerField(default=0)
+    blocked_count = models.PositiveIntegerField(default=0)
+    replied_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        verbose_name_plural = "aliases"
+
+    def __str__(self) -> str:
+        return self.address
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.address = normalize_address(self.address)
+        super().save(*args, **kwargs)
+
+
+class DeletedAlias(models.Model):
+    """Addresses of deleted aliases: never issued again, so old correspondents can't reach
+    a new owner."""
+
+    address = models.CharField(max_length=320, unique=True)
+    deleted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "deleted aliases"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class Contact(models.Model):
+    """Someone who wrote to an alias (or whom the owner writes to from it). Its reverse
+    address on the alias domain routes replies back out through the alias."""
+
+    alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="contacts")
+    email = models.CharField(max_length=320)
+    display_name = models.CharField(max_length=200, blank=True)
+    reverse_address = models.CharField(max_length=320, unique=True)
+    blocked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    forwarded_count = models.PositiveIntegerField(default=0)
+    replied_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["alias", "email"], name="contact_unique_per_alias"),
+        ]
+        ordering: ClassVar = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} -> {self.alias}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.email = normalize_address(self.email)
+        self.reverse_address = normalize_address(self.reverse_address)
+        super().save(*args, **kwargs)
+
+
+class BlockedSender(models.Model):
+    """Mail from this address (or any address at this domain) is refused for one alias, or
+    for all of the user's aliases when `alias` is empty."""
+
+    class Kind(models.TextChoices):
+        ADDRESS = "address", "Address"
+        DOMAIN = "domain", "Whole domain"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="blocked_senders")
+    alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="blocked_senders")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    value = models.CharField(max_length=320)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["user", "alias", "kind", "value"],
+                                    name="blocked_sender_unique"),
+        ]
+        ordering: ClassVar = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.value
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.value = normalize_address(self.value).lstrip("@")
+        super().save(*args, **kwargs)

@@ -1,0 +1,84 @@
+"""The durable mail queue: messages waiting to leave, one delivery job per final recipient.
+
+A message's content is deleted as soon as every one of its jobs is finished (delivered or
+bounced): forwarded mail is not kept. One job per recipient means a retry never re-sends to a
+recipient that already accepted the message.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.db import models
+from django.utils import timezone
+
+from mailcloak.aliases.models import Alias
+
+
+class QueuedMessage(models.Model):
+    class Kind(models.TextChoices):
+        FORWARD = "forward", "Forwarded to an alias owner"
+        REPLY = "reply", "Sent from an alias"
+        SYSTEM = "system", "System mail (verification, notices)"
+
+    queue_id = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    mail_from = models.CharField(max_length=320, blank=True)
+    content = models.BinaryField(null=True)
+    size = models.PositiveIntegerField(default=0)
+    alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.queue_id
+
+
+class DeliveryJob(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DELIVERED = "delivered", "Delivered"
+        BOUNCED = "bounced", "Bounced"
+
+    message = models.ForeignKey(QueuedMessage, on_delete=models.CASCADE, related_name="jobs")
+    recipient = models.CharField(max_length=320)
+    domain = models.CharField(max_length=253)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    # A claimed job carries a lease; a crashed worker's job is claimed again once it expires.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    leased_by = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes: ClassVar = [
+            models.Index(fields=["state", "next_attempt_at"], name="job_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}:{self.recipient}"
+
+
+class Bounce(models.Model):
+    """A permanent delivery failure, recorded against the alias so its owner sees it."""
+
+    class Source(models.TextChoices):
+        DELIVERY = "delivery", "Our delivery attempt failed"
+        DSN = "dsn", "A delivery status notification came back"
+
+    alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="bounces")
+    recipient = models.CharField(max_length=320)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.recipient}: {self.reason[:60]}"

@@ -1,0 +1,40 @@
+"""Putting mail on the durable queue. Claiming and finishing jobs lives with the workers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from mailcloak import settings as mailcloak_settings
+from mailcloak.aliases.models import Alias
+from mailcloak.mail.models import DeliveryJob, QueuedMessage
+
+
+def new_queue_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower().rstrip(".")
+
+
+def enqueue(*, kind: str, mail_from: str, recipients: Iterable[str], content: bytes,
+            alias: Alias | None = None) -> QueuedMessage:
+    """Store one message with a delivery job per recipient, in one transaction."""
+    now = timezone.now()
+    lifetime = timedelta(seconds=mailcloak_settings.get().max_queue_lifetime)
+    with transaction.atomic():
+        message = QueuedMessage.objects.create(
+            queue_id=new_queue_id(), kind=kind, mail_from=mail_from, content=content,
+            size=len(content), alias=alias, created_at=now,
+        )
+        DeliveryJob.objects.bulk_create(
+            DeliveryJob(message=message, recipient=rcpt, domain=recipient_domain(rcpt),
+                        next_attempt_at=now, expires_at=now + lifetime)
+            for rcpt in dict.fromkeys(recipients)
+        )
+    return message

@@ -1,0 +1,1 @@
+"""Quarantined mail. Filled in by the quarantine work: see the README's roadmap."""

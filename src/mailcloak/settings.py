@@ -1,0 +1,344 @@
+"""Mailcloak's settings: one declared table, read from MAILCLOAK_* environment variables.
+
+Every setting is declared once in SETTINGS with its default and its documentation; the README's
+configuration table is generated from it (`mailcloak settings --markdown`) and a test keeps the
+two in step. A bad value raises ConfigError with a one-line message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "MAILCLOAK_"
+
+
+class ConfigError(Exception):
+    """A setting has a value Mailcloak cannot use; str() is a one-line explanation."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.name
+
+
+# --- parsers: each takes the raw string and returns the value or raises ValueError ---------------
+
+
+def parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def parse_size(raw: str) -> int:
+    """Bytes, with an optional K/M/G suffix (powers of 1000, as SMTP SIZE counts)."""
+    value = raw.strip().upper().removesuffix("B")
+    factor = {"K": 1000, "M": 1000**2, "G": 1000**3}.get(value[-1:], 1)
+    number = int(value[:-1] if factor != 1 else value)
+    if number <= 0:
+        raise ValueError("must be a positive size such as 25M")
+    return number * factor
+
+
+def parse_duration(raw: str) -> int:
+    """Seconds, with an optional s/m/h/d suffix."""
+    value = raw.strip().lower()
+    factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(value[-1:], 1)
+    number = int(value[:-1] if value[-1:].isalpha() else value)
+    if number <= 0:
+        raise ValueError("must be a positive duration such as 5d or 30m")
+    return number * factor
+
+
+def parse_domain_list(raw: str) -> tuple[str, ...]:
+    domains = tuple(d.strip().lower().rstrip(".") for d in raw.split(",") if d.strip())
+    for domain in domains:
+        labels = domain.split(".")
+        if not all(labels) or any(not lbl.replace("-", "").isalnum() for lbl in labels):
+            raise ValueError(f"{domain!r} is not a domain name")
+    return domains
+
+
+def parse_hostport(raw: str, default_port: int = 25) -> HostPort:
+    value = raw.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        host, port_text = value, ""
+    if not host:
+        raise ValueError("expected HOST:PORT")
+    port = int(port_text) if port_text else default_port
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0-65535")
+    return HostPort(host, port)
+
+
+def parse_optional_hostport(raw: str) -> HostPort | None:
+    return parse_hostport(raw) if raw.strip() else None
+
+
+def parse_transports(raw: str) -> dict[str, HostPort]:
+    """`example.test=[127.0.0.3]:25,other.test=127.0.0.4:2526` -> {domain: HostPort}."""
+    routes: dict[str, HostPort] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        domain, sep, target = item.partition("=")
+        if not sep or not domain.strip():
+            raise ValueError(f"{item!r} is not DOMAIN=HOST:PORT")
+        routes[domain.strip().lower().rstrip(".")] = parse_hostport(target)
+    return routes
+
+
+def parse_ip_list(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for item in items:
+        host = item.rsplit(":", 1)[0] if item.count(":") == 1 else item
+        ipaddress.ip_address(host.strip("[]"))
+    return items
+
+
+def parse_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"local", "production"}:
+        raise ValueError("expected local or production")
+    return value
+
+
+def parse_database_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("sqlite:", "postgres://", "postgresql://")):
+        raise ValueError("expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST/NAME")
+    return value
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MODE", "local", parse_mode,
+            "`local` (try it on one machine: self-signed TLS, undeliverable mail shown in the "
+            "web app's local outbox) or `production` (real delivery only, secure cookies, "
+            "refuses to start with insecure settings)."),
+    Setting("DATA_DIR", "./var", parse_str,
+            "Where Mailcloak keeps its SQLite database, keys and generated certificates."),
+    Setting("DATABASE_URL", "", parse_database_url,
+            "Database URL. Empty means SQLite at `DATA_DIR/mailcloak.sqlite3`; "
+            "`postgresql://user:pass@host/db` lets several nodes share one database."),
+    Setting("DOMAINS", "alias.localhost", parse_domain_list,
+            "Alias domains served by this instance, comma-separated; the first is the default."),
+    Setting("HOSTNAME", "", parse_str,
+            "The server's mail name used in the SMTP greeting, EHLO and Message-IDs "
+            "(default: `mail.` + the first alias domain)."),
+    Setting("WEB_LISTEN", "127.0.0.1:8000", lambda raw: parse_hostport(raw, 8000),
+            "Address and port of the web app."),
+    Setting("SMTP_LISTEN", "127.0.0.1:2525", parse_hostport,
+            "Address and port of the SMTP server (port 25 in production)."),
+    Setting("PUBLIC_URL", "", parse_str,
+            "Base URL of the web app as users reach it, used in emailed links "
+            "(default: `http://` + WEB_LISTEN)."),
+    Setting("SECRET_KEY", "", parse_str,
+            "Key for signing sessions and links. When unset one is generated into "
+            "`DATA_DIR/secret_key` on first run."),
+    Setting("SIGNUPS", "true", parse_bool,
+            "Whether new users may sign up in the web app (turn off for single-user hosting)."),
+    Setting("MAX_MESSAGE_SIZE", "25M", parse_size,
+            "Largest message accepted, announced in EHLO SIZE and enforced with 552 5.3.4."),
+    Setting("MAX_RECIPIENTS", "50", parse_int,
+            "Most RCPT TO per message; more get 452 4.5.3."),
+    Setting("MAX_CONNECTIONS", "200", parse_int,
+            "Most simultaneous SMTP connections per process; more get 421 4.7.0."),
+    Setting("TLS_CERT", "", parse_str,
+            "PEM certificate chain for STARTTLS (a self-signed one is generated in local mode)."),
+    Setting("TLS_KEY", "", parse_str, "PEM private key for TLS_CERT."),
+    Setting("RELAYHOST", "", parse_optional_hostport,
+            "Send all outbound mail through this smarthost (`host:port`) instead of direct to MX."),
+    Setting("RELAYHOST_USERNAME", "", parse_str, "SMTP AUTH user name for RELAYHOST."),
+    Setting("RELAYHOST_PASSWORD", "", parse_str, "SMTP AUTH password for RELAYHOST."),
+    Setting("TRANSPORTS", "", parse_transports,
+            "Per-domain routes that override MX lookup, e.g. "
+            "`example.test=[127.0.0.3]:25,other.test=[127.0.0.4]:2526`."),
+    Setting("DNS_SERVERS", "", parse_ip_list,
+            "Resolvers to use instead of the system's (`127.0.0.1:5353` style entries allowed)."),
+    Setting("MAX_QUEUE_LIFETIME", "5d", parse_duration,
+            "How long a message keeps being retried before it bounces."),
+    Setting("DELIVERY_WORKERS", "8", parse_int, "Concurrent outbound deliveries per worker process."),
+    Setting("DELIVERY_CONCURRENCY_PER_DOMAIN", "4", parse_int,
+            "Most simultaneous connections to one destination domain per worker process."),
+    Setting("SMTP_PROCESSES", "1", parse_int,
+            "SMTP server processes sharing the port (SO_REUSEPORT) for `mailcloak smtpd`."),
+    Setting("SENDER_NAME_FORMAT", "{name} ({address}) via Mailcloak", parse_str,
+            "Display name of forwarded mail's From; `{name}` and `{address}` are the original "
+            "sender's."),
+    Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
+            "Log verbosity."),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parsed settings. Attribute names are the setting names in lower case."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.values["DATA_DIR"]).resolve()
+
+    @property
+    def primary_domain(self) -> str:
+        return str(self.values["DOMAINS"][0])
+
+    @property
+    def is_production(self) -> bool:
+        return bool(self.values["MODE"] == "production")
+
+
+def load(environ: Mapping[str, str] | None = None, *, create_secret: bool = True) -> Config:
+    """Read every setting from `environ`, apply defaults and derived values, validate."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX):] not in _BY_NAME
+                     and not k.startswith(PREFIX + "TEST_"))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting (see the README's configuration table)")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env, setting.default)
+        try:
+            values[setting.name] = setting.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{setting.env}={raw!r}: {exc}") from None
+    _derive(values, create_secret=create_secret)
+    if values["MODE"] == "production":
+        _check_production(values)
+    return Config(values)
+
+
+def _derive(values: dict[str, Any], *, create_secret: bool) -> None:
+    data_dir = Path(values["DATA_DIR"]).expanduser()
+    values["DATA_DIR"] = str(data_dir)
+    if not values["DOMAINS"]:
+        raise ConfigError("MAILCLOAK_DOMAINS: at least one alias domain is required")
+    if not values["HOSTNAME"]:
+        values["HOSTNAME"] = "mail." + values["DOMAINS"][0]
+    if not values["DATABASE_URL"]:
+        values["DATABASE_URL"] = f"sqlite:///{(data_dir / 'mailcloak.sqlite3').resolve()}"
+    if not values["PUBLIC_URL"]:
+        values["PUBLIC_URL"] = f"http://{values['WEB_LISTEN']}"
+    values["PUBLIC_URL"] = values["PUBLIC_URL"].rstrip("/")
+    if bool(values["TLS_CERT"]) != bool(values["TLS_KEY"]):
+        raise ConfigError("MAILCLOAK_TLS_CERT and MAILCLOAK_TLS_KEY must be set together")
+    if not values["SECRET_KEY"]:
+        values["SECRET_KEY"] = _stored_secret(data_dir, create=create_secret)
+
+
+def _stored_secret(data_dir: Path, *, create: bool) -> str:
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return "not-yet-generated-" + "x" * 40
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"MAILCLOAK_DATA_DIR={str(data_dir)!r}: cannot write: {exc}") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _check_production(values: dict[str, Any]) -> None:
+    """Production refuses settings that only make sense on a test machine."""
+    for domain in values["DOMAINS"]:
+        if domain == "localhost" or domain.endswith((".localhost", ".test", ".invalid")):
+            raise ConfigError(f"MAILCLOAK_DOMAINS: {domain!r} is not a public domain "
+                              "(production mode)")
+    if not values["PUBLIC_URL"].startswith("https://"):
+        raise ConfigError("MAILCLOAK_PUBLIC_URL: production mode needs an https:// URL")
+    if not values["TLS_CERT"]:
+        raise ConfigError("MAILCLOAK_TLS_CERT: production mode needs a TLS certificate for SMTP")
+    if len(values["SECRET_KEY"]) < 32:
+        raise ConfigError("MAILCLOAK_SECRET_KEY: production mode needs at least 32 characters")
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "(empty)"
+        lines.append(f"| `{setting.env}` | {default} | {setting.doc} |")
+    return "\n".join(lines)
+
+
+_current: Config | None = None
+
+
+def get() -> Config:
+    """The process-wide configuration, loaded once from the environment."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def reset() -> None:
+    """Forget the loaded configuration (tests change the environment)."""
+    global _current
+    _current = None
