@@ -5,11 +5,15 @@ from django.urls import include, path
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("/aliases/" if request.user.is_authenticated else "/accounts/login/")
+    return redirect("aliases:list" if request.user.is_authenticated else "account_login")
 
 
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("account/", include("mailcloak.accounts.urls")),
+    path("aliases/", include("mailcloak.aliases.urls")),
+    path("outbox/", include("mailcloak.outbox.urls")),
+    path("api/", include("mailcloak.api.urls")),
 ]
