@@ -1,4 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from mailcloak.accounts import views
 
 app_name = "accounts"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.account_settings, name="settings"),
+    path("mailboxes/", views.mailbox_list, name="mailboxes"),
+    path("mailboxes/verify/<str:token>/", views.mailbox_verify, name="mailbox_verify"),
+    path("mailboxes/<int:pk>/resend/", views.mailbox_resend, name="mailbox_resend"),
+    path("mailboxes/<int:pk>/delete/", views.mailbox_delete, name="mailbox_delete"),
+    path("delete/", views.account_delete, name="delete"),
+]

@@ -1,4 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from mailcloak.outbox import views
 
 app_name = "outbox"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.outbox_list, name="list"),
+    path("<int:pk>/", views.outbox_detail, name="detail"),
+]

@@ -1,0 +1,56 @@
+"""Admin for the mail queue and bounces. Message content is never shown here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The queue is written by the mail server and workers only; the admin looks and deletes."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DeliveryJobInline(admin.TabularInline):
+    model = DeliveryJob
+    extra = 0
+    fields = ("recipient", "state", "attempts", "next_attempt_at", "last_error")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(QueuedMessage)
+class QueuedMessageAdmin(ReadOnlyAdmin):
+    list_display = ("queue_id", "kind", "mail_from", "size", "alias", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("queue_id", "mail_from", "alias__address")
+    exclude = ("content",)
+    inlines = (DeliveryJobInline,)
+
+
+@admin.register(DeliveryJob)
+class DeliveryJobAdmin(ReadOnlyAdmin):
+    list_display = ("message", "recipient", "state", "attempts", "next_attempt_at",
+                    "expires_at")
+    list_filter = ("state",)
+    search_fields = ("recipient", "domain", "message__queue_id")
+    list_select_related = ("message",)
+
+
+@admin.register(Bounce)
+class BounceAdmin(ReadOnlyAdmin):
+    list_display = ("recipient", "alias", "source", "created_at")
+    list_filter = ("source",)
+    search_fields = ("recipient", "alias__address")
