@@ -47,7 +47,7 @@ def test_pagination_keeps_the_search(logged_in: Client, user: User) -> None:
         create_alias(user, title=f"letter {number}")
     create_alias(user, title="unrelated")
     first = logged_in.get("/aliases/", {"q": "letter"})
-    second = logged_in.get("/aliases/", {"q": "letter", "page": 2})
+    second = logged_in.get("/aliases/", {"q": "letter", "page": "2"})
     assert len(aliases_on_page(first.content)) == 25
     assert len(aliases_on_page(second.content)) == 5
     assert b'href="?q=letter&amp;page=2"' in first.content

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from allauth.account.models import EmailAddress
+from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import InlineModelAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.http import HttpRequest
+from django.utils import timezone
 
-from mailcloak.accounts.models import ApiToken, Mailbox, User
+from mailcloak.accounts.models import ApiToken, Mailbox, User, normalize_address
 
 
 class UserAddForm(AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email",)
+
+    def clean_email(self) -> str:
+        email = normalize_address(self.cleaned_data["email"])
+        if Mailbox.objects.filter(email=email, verified_at__isnull=False).exists():
+            raise forms.ValidationError("This address is another user's verified mailbox.")
+        return email
 
 
 class UserEditForm(UserChangeForm):
@@ -48,6 +59,17 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "usable_password", "password1",
                                                  "password2")}),
     )
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin[Any, Any]]]:
+        return list(self.inlines) if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """A user added by an operator has a verified login address and first mailbox, as
+        `mailcloak user add` gives."""
+        super().save_model(request, obj, form, change)
+        if not change:
+            EmailAddress.objects.create(user=obj, email=obj.email, verified=True, primary=True)
+            Mailbox.objects.create(user=obj, email=obj.email, verified_at=timezone.now())
 
 
 @admin.register(Mailbox)

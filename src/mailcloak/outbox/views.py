@@ -34,9 +34,12 @@ def is_loopback_client(request: HttpRequest) -> bool:
     if any(header in request.META for header in PROXY_HEADERS):
         return False
     try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 client
+    return address.is_loopback
 
 
 def check_access(request: HttpRequest) -> None:
