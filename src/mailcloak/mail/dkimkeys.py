@@ -150,3 +150,15 @@ def forget_loaded_keys() -> None:
     """Make the next signing_keys() read the files again (after `dkim init`, in tests)."""
     with _loading:
         _loaded.clear()
+
+
+def init_command(config: mailcloak_settings.Config | None = None) -> str:
+    """`mailcloak dkim init`: create missing keys; says what was created or kept."""
+    config = config or mailcloak_settings.get()
+    directory = key_directory(config)
+    lines = [f"{'created' if created else 'kept existing'} DKIM key {selector} in "
+             f"{_key_path(directory, selector)}" for selector, created in create_keys(directory)]
+    forget_loaded_keys()
+    load_keys(directory)  # proves both keys are usable
+    lines.append("publish the DNS records that `mailcloak dns` prints")
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import dns.reversename
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.mail.dkimkeys import DkimKey
+from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 
 TXT_STRING_LIMIT = 255  # one DNS character-string; longer TXT values are split into several
 TTL = 3600
@@ -112,10 +112,17 @@ def _zone_name(name: str) -> str:
 
 def format_zone(records: Sequence[Record]) -> str:
     """Zone-file lines, each after a comment saying what it is for."""
-    width = max((len(_zone_name(record.name)) for record in records), default=0)
+    width = min(40, max((len(_zone_name(record.name)) for record in records), default=0))
     lines: list[str] = []
     for record in records:
         lines.append(f"; {record.purpose}")
         lines.append(f"{_zone_name(record.name):<{width}}  {TTL} IN {record.type:<4} "
                      f"{_zone_value(record)}")
     return "\n".join(lines) + "\n"
+
+
+def dns_command(server_ips: Sequence[str] = (),
+                config: mailcloak_settings.Config | None = None) -> str:
+    """`mailcloak dns`: the zone-file text for every configured domain."""
+    config = config or mailcloak_settings.get()
+    return format_zone(required_records(config, signing_keys(config), server_ips))

@@ -53,6 +53,12 @@ class DeliveryJob(models.Model):
     last_error = models.TextField(blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Unexpected errors and lost leases while handling this job: past a cap it is parked
+    # as a bounce instead of being retried forever (a message that crashes every worker).
+    crashes = models.PositiveIntegerField(default=0)
+    # Where it went: the accepting host ("mx.example[192.0.2.1]:25") or "local outbox".
+    delivered_to = models.CharField(max_length=300, blank=True)
+    tls = models.BooleanField(null=True, blank=True, help_text="Whether TLS protected the delivery")
 
     class Meta:
         indexes: ClassVar = [

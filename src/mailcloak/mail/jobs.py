@@ -1,0 +1,255 @@
+"""The delivery job store: claiming due jobs with a lease, and recording what became of them.
+
+Claims are atomic: PostgreSQL workers skip each other's locked rows (SELECT ... FOR UPDATE
+SKIP LOCKED); SQLite has a single writer and claims with one UPDATE ... WHERE id IN (...).
+A claimed job carries a lease; a job whose worker died is claimed again once the lease
+expires, with its crash count raised so a message that kills every worker is parked in the
+end. Each job's outcome is written in its own transaction; once every job of a message is
+finished, the message content is deleted (forwarded mail is not kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from mailcloak import settings as mailcloak_settings
+from mailcloak.aliases.models import Domain
+from mailcloak.mail.deliver import (
+    Delivered,
+    DeliveryResult,
+    KeptInLocalOutbox,
+    PermanentFailure,
+    TemporaryFailure,
+    store_in_local_outbox,
+)
+from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
+from mailcloak.mail.queue import recipient_domain
+
+log = logging.getLogger("mailcloak.worker")
+
+LEASE = timedelta(minutes=15)  # longer than any delivery attempt with all its timeouts
+MAX_CRASHES = 5
+BACKOFF_FIRST = 60.0  # seconds; doubles with each attempt...
+BACKOFF_CAP = 3600.0  # ...up to an hour
+LOCAL_OUTBOX = "local outbox"
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before attempt `attempts` + 1: 1m, 2m, 4m ... capped at 1h, with ±20% jitter
+    so that jobs failing together do not retry together."""
+    delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=delay * random.uniform(0.8, 1.2))
+
+
+@dataclass
+class Delivery:
+    """One message to the recipients it has at one domain: one SMTP transaction."""
+
+    message_id: int
+    mail_from: str
+    domain: str
+    signing_domain: str
+    content: bytes
+    job_ids: dict[str, int] = field(default_factory=dict)  # recipient -> job id
+
+    @property
+    def recipients(self) -> list[str]:
+        return list(self.job_ids)
+
+
+# --- claiming -------------------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Q:
+    lease_free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    return Q(state=DeliveryJob.State.QUEUED, next_attempt_at__lte=now) & lease_free
+
+
+def claim_jobs(worker_id: str, limit: int) -> list[DeliveryJob]:
+    """Lease up to `limit` due jobs to `worker_id`, oldest due first."""
+    now = timezone.now()
+    lease_until = now + LEASE
+    with transaction.atomic():
+        due = DeliveryJob.objects.filter(_due(now)).order_by("next_attempt_at", "id")
+        if connection.vendor == "postgresql":
+            ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)
+                       [:limit])
+            claimed: Q = Q(id__in=ids)
+        else:  # SQLite: one writer at a time (transaction_mode IMMEDIATE)
+            claimed = Q(id__in=due.values("id")[:limit])
+        DeliveryJob.objects.filter(claimed).update(
+            leased_by=worker_id, lease_expires_at=lease_until, last_attempt_at=now,
+            # A lease that ran out means the worker holding it died with the job.
+            crashes=Case(When(lease_expires_at__isnull=False, then=F("crashes") + 1),
+                         default=F("crashes")),
+        )
+        return list(DeliveryJob.objects.filter(leased_by=worker_id, lease_expires_at=lease_until,
+                                               state=DeliveryJob.State.QUEUED))
+
+
+def _signing_domain(mail_from: str, kind: str, ours: set[str], primary: str) -> str:
+    """DKIM d=: the envelope sender's domain when it is one of ours, else the primary."""
+    domain = recipient_domain(mail_from) if "@" in mail_from else ""
+    if kind == QueuedMessage.Kind.SYSTEM or domain not in ours:
+        return primary
+    return domain
+
+
+def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
+    """Group claimed jobs into deliveries; park jobs that crashed too often."""
+    config = mailcloak_settings.get()
+    crashed = [job for job in jobs if job.crashes >= MAX_CRASHES]
+    for job in crashed:
+        record_crash_limit(job, worker_id)
+    jobs = [job for job in jobs if job.crashes < MAX_CRASHES]
+    messages = QueuedMessage.objects.in_bulk({job.message_id for job in jobs})
+    ours = set(config.domains) | set(
+        Domain.objects.filter(active=True).values_list("name", flat=True))
+    deliveries: dict[tuple[int, str], Delivery] = {}
+    for job in jobs:
+        message = messages[job.message_id]
+        key = (message.id, job.domain)
+        if key not in deliveries:
+            deliveries[key] = Delivery(
+                message.id, message.mail_from, job.domain,
+                _signing_domain(message.mail_from, message.kind, ours, config.primary_domain),
+                bytes(message.content) if message.content is not None else b"")
+        deliveries[key].job_ids[job.recipient] = job.id
+    return list(deliveries.values())
+
+
+def claim_deliveries(worker_id: str, limit: int) -> list[Delivery]:
+    return plan_deliveries(claim_jobs(worker_id, limit), worker_id)
+
+
+# --- recording outcomes ---------------------------------------------------------------------
+
+
+def _leased_job(job_id: int, worker_id: str) -> DeliveryJob | None:
+    """The job, locked, if it is still ours: a worker whose lease ran out must not write."""
+    job = (DeliveryJob.objects.select_for_update()
+           .filter(id=job_id, leased_by=worker_id, state=DeliveryJob.State.QUEUED).first())
+    if job is None:
+        log.warning("job %s is no longer leased to %s; its result is dropped", job_id, worker_id)
+    return job
+
+
+def _lock_message(message_id: int) -> QueuedMessage:
+    """Lock the message row so two workers finishing its last jobs see each other."""
+    return QueuedMessage.objects.select_for_update().only("id", "mail_from", "alias_id").get(
+        id=message_id)
+
+
+def _finish(job: DeliveryJob, state: str, now: datetime) -> None:
+    job.state = state
+    job.finished_at = now
+    job.lease_expires_at = None
+    job.leased_by = ""
+    job.save()
+
+
+def _bounce(job: DeliveryJob, message: QueuedMessage, reason: str, now: datetime) -> None:
+    job.last_error = reason
+    _finish(job, DeliveryJob.State.BOUNCED, now)
+    Bounce.objects.create(alias_id=message.alias_id, recipient=job.recipient,
+                          source=Bounce.Source.DELIVERY, reason=reason, created_at=now)
+    log.info("job %s bounced: %s", job.id, reason)
+
+
+def _retry_or_expire(job: DeliveryJob, message: QueuedMessage, reason: str,
+                     now: datetime) -> None:
+    if now >= job.expires_at:
+        _bounce(job, message, f"gave up after {job.attempts} attempts: {reason}", now)
+        return
+    job.last_error = reason
+    job.next_attempt_at = min(now + backoff(job.attempts), job.expires_at)
+    job.lease_expires_at = None
+    job.leased_by = ""
+    job.save()
+
+
+def _drop_content_when_done(message_id: int) -> None:
+    if not DeliveryJob.objects.filter(message_id=message_id,
+                                      state=DeliveryJob.State.QUEUED).exists():
+        QueuedMessage.objects.filter(id=message_id).update(content=None)
+
+
+def _apply(job: DeliveryJob, message: QueuedMessage, result: DeliveryResult, sent: bytes,
+           now: datetime) -> None:
+    job.attempts += 1
+    if isinstance(result, Delivered):
+        job.delivered_to, job.tls, job.last_error = result.remote[:300], result.tls, ""
+        _finish(job, DeliveryJob.State.DELIVERED, now)
+    elif isinstance(result, KeptInLocalOutbox):
+        store_in_local_outbox(message.mail_from, job.recipient, sent)
+        job.delivered_to, job.last_error = LOCAL_OUTBOX, result.reason
+        _finish(job, DeliveryJob.State.DELIVERED, now)
+    elif isinstance(result, PermanentFailure):
+        _bounce(job, message, result.reason, now)
+    elif isinstance(result, TemporaryFailure):
+        _retry_or_expire(job, message, result.reason, now)
+
+
+def record_results(delivery: Delivery, results: list[DeliveryResult], sent: bytes,
+                   worker_id: str) -> None:
+    """Write each recipient's outcome, one transaction per job. `sent` is the signed message
+    (kept in the local outbox when that is where it went)."""
+    for result in results:
+        job_id = delivery.job_ids.get(result.recipient)
+        if job_id is None:
+            continue
+        now = timezone.now()
+        with transaction.atomic():
+            message = _lock_message(delivery.message_id)
+            job = _leased_job(job_id, worker_id)
+            if job is not None:
+                _apply(job, message, result, sent, now)
+                _drop_content_when_done(delivery.message_id)
+
+
+def record_crash(delivery: Delivery, error: BaseException, worker_id: str) -> None:
+    """An unexpected error while handling the delivery: keep its jobs, retry them later."""
+    reason = f"internal error: {type(error).__name__}: {error}"[:1000]
+    for job_id in delivery.job_ids.values():
+        now = timezone.now()
+        with transaction.atomic():
+            message = _lock_message(delivery.message_id)
+            job = _leased_job(job_id, worker_id)
+            if job is None:
+                continue
+            job.crashes += 1
+            if job.crashes >= MAX_CRASHES:
+                _bounce(job, message, f"4.3.0 {reason} (gave up after {job.crashes} tries)",
+                        now)
+                _drop_content_when_done(delivery.message_id)
+            else:
+                job.last_error = reason
+                job.next_attempt_at = now + backoff(job.crashes)
+                job.lease_expires_at, job.leased_by = None, ""
+                job.save()
+
+
+def record_crash_limit(job: DeliveryJob, worker_id: str) -> None:
+    """A job whose workers kept dying with it: park it as a bounce."""
+    now = timezone.now()
+    with transaction.atomic():
+        message = _lock_message(job.message_id)
+        locked = _leased_job(job.id, worker_id)
+        if locked is not None:
+            _bounce(locked, message, f"4.3.0 delivery crashed {locked.crashes} times; "
+                                     "the message was set aside", now)
+            _drop_content_when_done(job.message_id)
+
+
+def release_leases(worker_id: str) -> int:
+    """Hand back jobs this worker claimed but did not finish (on shutdown)."""
+    return DeliveryJob.objects.filter(leased_by=worker_id, state=DeliveryJob.State.QUEUED
+                                      ).update(lease_expires_at=None, leased_by="")
+

@@ -1,0 +1,294 @@
+"""The delivery runner: claims due jobs, signs and delivers them, records what happened.
+
+    await run_worker(stop)          # the long-running loop (`mailcloak worker`)
+    process_due_jobs(limit=100)     # one pass, synchronously (tests, maintenance)
+
+A claimed batch is grouped by destination domain. Each domain's messages go through a few
+"lanes" that deliver one message after another, so consecutive messages reuse one SMTP
+session; more lanes open only when enough messages wait (up to the per-domain limit). An
+unexpected error while handling a delivery never loses its jobs: they are rescheduled, and
+parked as bounces after repeated crashes (see mail.jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import threading
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import Error as DatabaseError
+from django.db import close_old_connections
+
+from mailcloak import settings as mailcloak_settings
+from mailcloak.mail.deliver import (
+    Deliverer,
+    DeliveryOptions,
+    DeliveryResult,
+    PermanentFailure,
+    TemporaryFailure,
+    to_crlf,
+)
+from mailcloak.mail.dkimkeys import DkimKeyError
+from mailcloak.mail.jobs import (
+    Delivery,
+    claim_deliveries,
+    record_crash,
+    record_results,
+    release_leases,
+)
+from mailcloak.mail.sign import SigningError, sign_message
+
+log = logging.getLogger("mailcloak.worker")
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.5  # seconds between looks at the queue when there is nothing to do
+DATABASE_RETRY = 5.0  # seconds to wait after the database failed us
+MESSAGES_PER_LANE = 4  # a second session to a domain pays off once this many messages wait
+SHUTDOWN_GRACE = 30.0  # seconds running deliveries get to finish when stopping
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass
+class Outcome:
+    delivery: Delivery
+    sent: bytes = b""  # the signed message as handed to the receiving server
+    results: list[DeliveryResult] | None = None
+    error: BaseException | None = None  # an unexpected error: the shunt path
+
+
+def prepare(delivery: Delivery) -> bytes:
+    """CRLF line endings and the DKIM signatures, just before sending."""
+    content = to_crlf(delivery.content)
+    try:
+        return sign_message(content, delivery.signing_domain)
+    except SigningError as exc:
+        log.warning("message %s goes out unsigned: %s", delivery.message_id, exc)
+        return content
+
+
+def record_outcome(outcome: Outcome, worker_id: str) -> None:
+    if outcome.results is not None:
+        record_results(outcome.delivery, outcome.results, outcome.sent, worker_id)
+    else:
+        record_crash(outcome.delivery, outcome.error or RuntimeError("no result"), worker_id)
+
+
+class Runner:
+    """Delivers claimed batches; `on_outcome` is awaited for each finished delivery."""
+
+    def __init__(self, deliverer: Deliverer,
+                 on_outcome: Callable[[Outcome], Awaitable[None]]) -> None:
+        self.deliverer = deliverer
+        self.on_outcome = on_outcome
+        self.per_domain = deliverer.per_domain
+
+    async def run_batch(self, deliveries: list[Delivery]) -> None:
+        by_domain: dict[str, deque[Delivery]] = defaultdict(deque)
+        for delivery in deliveries:
+            by_domain[delivery.domain].append(delivery)
+        lanes = []
+        for waiting in by_domain.values():
+            count = min(self.per_domain, math.ceil(len(waiting) / MESSAGES_PER_LANE))
+            lanes += [self._lane(waiting) for _ in range(count)]
+        await asyncio.gather(*lanes)
+
+    async def _lane(self, waiting: deque[Delivery]) -> None:
+        while waiting:
+            delivery = waiting.popleft()
+            await self.on_outcome(await self.attempt(delivery))
+
+    async def attempt(self, delivery: Delivery) -> Outcome:
+        if not delivery.content:
+            return Outcome(delivery, results=[
+                PermanentFailure(r, "5.3.0 the message content is gone")
+                for r in delivery.recipients])
+        try:
+            sent = await asyncio.to_thread(prepare, delivery)
+        except DkimKeyError as exc:
+            log.error("cannot sign message %s: %s", delivery.message_id, exc)
+            return Outcome(delivery, results=[TemporaryFailure(r, f"4.3.5 {exc}")
+                                              for r in delivery.recipients])
+        except Exception as exc:  # the shunt: keep the jobs, record the error
+            log.exception("preparing message %s failed", delivery.message_id)
+            return Outcome(delivery, error=exc)
+        try:
+            results = await self.deliverer.deliver(delivery.mail_from, delivery.recipients,
+                                                   sent)
+        except Exception as exc:  # the shunt: keep the jobs, record the error
+            log.exception("delivering message %s failed", delivery.message_id)
+            return Outcome(delivery, sent, error=exc)
+        return Outcome(delivery, sent, results)
+
+
+# --- one synchronous pass ---------------------------------------------------------------------
+
+
+def process_due_jobs(limit: int = 100, *, worker_id: str | None = None,
+                     options: DeliveryOptions | None = None) -> int:
+    """Claim up to `limit` due jobs, deliver them, record the results; returns the number of
+    jobs handled. Database work happens in the calling thread."""
+    worker_id = worker_id or new_worker_id()
+    deliveries = claim_deliveries(worker_id, limit)
+    if not deliveries:
+        return 0
+    outcomes: list[Outcome] = []
+
+    async def collect(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+
+    async def deliver_all() -> None:
+        async with Deliverer(options) as deliverer:
+            await Runner(deliverer, collect).run_batch(deliveries)
+
+    asyncio.run(deliver_all())
+    for outcome in outcomes:
+        record_outcome(outcome, worker_id)
+    return sum(len(delivery.job_ids) for delivery in deliveries)
+
+
+# --- the long-running worker ------------------------------------------------------------------
+
+_wakeups: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+_wakeups_lock = threading.Lock()
+
+
+def wake() -> None:
+    """Tell the workers of this process that new mail is queued (callable from any thread,
+    e.g. `transaction.on_commit(wake)` after enqueueing)."""
+    with _wakeups_lock:
+        for loop, event in list(_wakeups):
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+
+def _fresh_connection(function: Callable[..., T]) -> Callable[..., T]:
+    """Long-running threads must drop database connections that went stale."""
+
+    def call(*args: Any) -> T:
+        close_old_connections()
+        return function(*args)
+
+    return call
+
+
+async def _db(function: Callable[..., T], *args: Any) -> T:
+    """Run ORM code in Django's one sync thread, off the event loop."""
+    return await sync_to_async(_fresh_connection(function), thread_sensitive=True)(*args)
+
+
+class _WorkerLoop:
+    def __init__(self, stop: asyncio.Event, worker_id: str, deliverer: Deliverer,
+                 capacity: int) -> None:
+        self.stop = stop
+        self.worker_id = worker_id
+        self.deliverer = deliverer
+        self.capacity = capacity
+        self.in_flight = 0  # jobs claimed and not yet recorded
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wakeup = asyncio.Event()
+        self.runner = Runner(deliverer, self._record)
+
+    async def _record(self, outcome: Outcome) -> None:
+        try:
+            await _db(record_outcome, outcome, self.worker_id)
+        except Exception:
+            # The jobs keep their lease; when it runs out another attempt picks them up.
+            log.exception("recording the outcome of message %s failed",
+                          outcome.delivery.message_id)
+        finally:
+            self.in_flight -= len(outcome.delivery.job_ids)
+            self.wakeup.set()
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            pause = await self._claim_and_start()
+            await self.deliverer.close_idle()
+            if pause:
+                await self._sleep(pause)
+        await self._shutdown()
+
+    async def _claim_and_start(self) -> float:
+        """Start delivering whatever is due; returns how long to pause (0: look again now)."""
+        free = self.capacity - self.in_flight
+        if free <= 0:
+            return POLL_INTERVAL
+        try:
+            deliveries = await _db(claim_deliveries, self.worker_id, free)
+        except DatabaseError:
+            log.exception("claiming jobs failed")
+            return DATABASE_RETRY
+        if not deliveries:
+            return POLL_INTERVAL
+        self.in_flight += sum(len(delivery.job_ids) for delivery in deliveries)
+        task = asyncio.create_task(self.runner.run_batch(deliveries), name="deliveries")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return 0.0
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wakeup.clear()
+        waiters = [asyncio.create_task(self.stop.wait()), asyncio.create_task(self.wakeup.wait())]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _shutdown(self) -> None:
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=SHUTDOWN_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await _db(release_leases, self.worker_id)
+        except DatabaseError:
+            log.exception("releasing leases failed; they expire by themselves")
+
+
+async def run_worker(stop: asyncio.Event, *, worker_id: str | None = None,
+                     options: DeliveryOptions | None = None) -> None:
+    """Deliver queued mail until `stop` is set."""
+    worker_id = worker_id or new_worker_id()
+    workers = max(1, mailcloak_settings.get().delivery_workers)
+    log.info("delivery worker %s started", worker_id)
+    async with Deliverer(options) as deliverer:
+        loop = _WorkerLoop(stop, worker_id, deliverer, capacity=workers * 2)
+        registration = (asyncio.get_running_loop(), loop.wakeup)
+        with _wakeups_lock:
+            _wakeups.add(registration)
+        try:
+            await loop.run()
+        finally:
+            with _wakeups_lock:
+                _wakeups.discard(registration)
+    log.info("delivery worker %s stopped", worker_id)
+
+
+def serve() -> int:
+    """`mailcloak worker`: run until SIGINT or SIGTERM."""
+    logging.basicConfig(level=mailcloak_settings.get().log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_worker(stop)
+
+    asyncio.run(main())
+    return 0
