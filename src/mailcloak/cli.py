@@ -118,6 +118,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailcloak", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def cmd_worker(args: argparse.Namespace) -> int:
+    setup_django()
+    from mailcloak.mail.worker import serve
+
+    return serve()
+
+
+def cmd_dkim_init(args: argparse.Namespace) -> int:
+    from mailcloak.mail.dkimkeys import DkimKeyError, init_command
+
+    try:
+        print(init_command())
+    except DkimKeyError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    from mailcloak.mail.dkimkeys import DkimKeyError
+    from mailcloak.mail.dnsrecords import dns_command
+
+    try:
+        print(dns_command(args.ip), end="")
+    except DkimKeyError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+def _ip_address(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -156,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+
+    add("worker", cmd_worker, "run the delivery workers only")
+    dkim = sub.add_parser("dkim", help="manage DKIM keys").add_subparsers(dest="action",
+                                                                         required=True)
+    dkim.add_parser("init", help="create the DKIM signing keys (existing keys are kept)"
+                    ).set_defaults(handler=cmd_dkim_init)
+    dns = add("dns", cmd_dns, "print the DNS records to publish for every configured domain")
+    dns.add_argument("--ip", action="append", default=[], type=_ip_address,
+                     help="this server's public IP address (repeat for IPv4 and IPv6)")
         return int(args.handler(args))
     except mailcloak_settings.ConfigError as exc:
         print(f"mailcloak: configuration error: {exc}", file=sys.stderr)
