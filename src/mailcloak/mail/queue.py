@@ -23,13 +23,16 @@ def recipient_domain(address: str) -> str:
 
 
 def enqueue(*, kind: str, mail_from: str, recipients: Iterable[str], content: bytes,
-            alias: Alias | None = None) -> QueuedMessage:
-    """Store one message with a delivery job per recipient, in one transaction."""
+            alias: Alias | None = None, queue_id: str | None = None) -> QueuedMessage:
+    """Store one message with a delivery job per recipient, in one transaction.
+
+    `queue_id` lets a caller that already named the message (in its VERP address) keep the name.
+    """
     now = timezone.now()
     lifetime = timedelta(seconds=mailcloak_settings.get().max_queue_lifetime)
     with transaction.atomic():
         message = QueuedMessage.objects.create(
-            queue_id=new_queue_id(), kind=kind, mail_from=mail_from, content=content,
+            queue_id=queue_id or new_queue_id(), kind=kind, mail_from=mail_from, content=content,
             size=len(content), alias=alias, created_at=now,
         )
         DeliveryJob.objects.bulk_create(

@@ -1,0 +1,105 @@
+"""The end of DATA: store the message durably for every accepted recipient, then answer.
+
+Runs in a worker thread. `accept` stores one message in one transaction and returns the reply:
+250 only after the commit; 451 when storage fails (the client keeps the message and retries);
+554 when the message truly cannot be parsed. `store` does the work inside a transaction owned
+by its caller, so several messages can later share one commit (group commit): each in a
+savepoint, each answered after the shared commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, transaction
+from django.db.models import F
+
+from mailcloak.aliases.models import Alias
+from mailcloak.mail import replies
+from mailcloak.mail.bounces import record_dsn
+from mailcloak.mail.forward import UnparseableMessage, prepare_forward
+from mailcloak.mail.models import QueuedMessage
+from mailcloak.mail.policy import Action, Decision
+from mailcloak.mail.queue import enqueue, new_queue_id
+from mailcloak.mail.replies import Reply
+
+log = logging.getLogger("mailcloak.smtpd")
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    queue_id: str  # the name given to the client in "250 ... queued as"
+    sender: str  # "" for the null sender
+    recipients: tuple[Decision, ...]  # the accepted ones, in RCPT order
+    content: bytes
+
+
+@dataclass
+class Outcome:
+    reply: Reply
+    queue_ids: list[str] = field(default_factory=list)  # one per forwarded copy
+    dropped: int = 0
+    bounces: int = 0
+
+
+def accept(message: InboundMessage) -> Outcome:
+    """Store `message` in its own transaction; the reply says whether it is safe with us."""
+    try:
+        with transaction.atomic():
+            return store(message)
+    except UnparseableMessage:
+        return Outcome(replies.UNPARSEABLE)
+    except DatabaseError as exc:
+        log.warning("message %s not stored: database error %s", message.queue_id,
+                    describe(exc))
+        return Outcome(replies.TEMPORARY_FAILURE)
+    except Exception as exc:  # a bug must cost a retry, never a lost message or a 250
+        log.error("message %s not stored: %s", message.queue_id, describe(exc))
+        return Outcome(replies.LOCAL_ERROR)
+
+
+def store(message: InboundMessage) -> Outcome:
+    """Queue a forwarded copy per alias and record delivery reports; the caller commits."""
+    outcome = Outcome(replies.queued(message.queue_id))
+    forwards = _unique(d for d in message.recipients if d.action is Action.FORWARD)
+    aliases = Alias.objects.select_related("domain", "mailbox").in_bulk(
+        [d.alias_id for d in forwards])
+    for decision in forwards:
+        alias = aliases.get(decision.alias_id or 0)
+        if alias is None:  # deleted since RCPT: mail to it is refused now, so drop it
+            outcome.dropped += 1
+            continue
+        queue_id = message.queue_id if not outcome.queue_ids else new_queue_id()
+        _forward(message, alias, queue_id)
+        outcome.queue_ids.append(queue_id)
+    for decision in _unique(d for d in message.recipients if d.action is Action.BOUNCE):
+        record_dsn(message.content, decision.recipient)
+        outcome.bounces += 1
+    outcome.dropped += sum(1 for d in message.recipients if d.action is Action.DROP)
+    return outcome
+
+
+def _forward(message: InboundMessage, alias: Alias, queue_id: str) -> QueuedMessage:
+    forwarded = prepare_forward(message.content, alias=alias, envelope_from=message.sender,
+                                queue_id=queue_id)
+    queued = enqueue(kind=QueuedMessage.Kind.FORWARD, mail_from=forwarded.mail_from,
+                     recipients=[forwarded.recipient], content=forwarded.content, alias=alias,
+                     queue_id=queue_id)
+    Alias.objects.filter(pk=alias.pk).update(forwarded_count=F("forwarded_count") + 1)
+    return queued
+
+
+def _unique(decisions: Iterable[Decision]) -> list[Decision]:
+    """One per recipient address: a client may repeat RCPT TO."""
+    return list({d.recipient: d for d in decisions}.values())
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for the log: its type and where it was raised, never its message (which
+    may quote message content)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"

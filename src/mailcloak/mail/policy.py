@@ -1,0 +1,98 @@
+"""The RCPT TO decision: is this recipient one of ours, and may this sender write to it?
+
+Mail is only ever forwarded to the owner's mailbox of an alias found by its exact address, never
+to anything spelled in the recipient address, so no address trick can make us relay. Addresses
+of deleted aliases are refused like unknown ones (their rows are gone; they are never reissued).
+
+Runs in a worker thread (it uses the ORM). The common cases cost one indexed lookup, plus the
+blocked-sender check for an alias that takes mail.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from django.db.models import F
+
+from mailcloak.aliases.models import Alias, Contact, Domain
+from mailcloak.aliases.services import is_sender_blocked
+from mailcloak.mail import replies, verp
+from mailcloak.mail.addresses import Address
+from mailcloak.mail.replies import Reply
+
+
+class Action(enum.Enum):
+    FORWARD = "forward"  # to the alias owner's mailbox
+    DROP = "drop"  # a disabled alias whose owner chose to drop mail silently
+    BOUNCE = "bounce"  # a delivery report for mail we sent, at a VERP address
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reply: Reply
+    recipient: str  # normalised address
+    alias_id: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.action is not Action.REJECT
+
+
+def decide(sender: Address, recipient: Address, peer: str | None = None) -> Decision:
+    """What to answer to RCPT TO `recipient` in a transaction from `sender` (NULL for `<>`).
+
+    `peer` (the client's address) is accepted for the per-client limits to come.
+    """
+    address = str(recipient)
+    if recipient.is_literal:
+        return _reject(replies.RELAY_DENIED, address)
+    if verp.is_bounce_local_part(recipient.local):
+        return _bounce(address, recipient.domain)
+    alias = (Alias.objects.select_related("domain")
+             .only("id", "user_id", "enabled", "disabled_action", "domain__active")
+             .filter(address=address).first())
+    if alias is None:
+        return _no_alias(address, recipient.domain)
+    if not alias.domain.active:
+        return _reject(replies.RELAY_DENIED, address)
+    return _for_alias(alias, sender, address)
+
+
+def serves_domain(name: str) -> bool:
+    """Whether `name` is one of our alias domains (instance or user domains, active)."""
+    return Domain.objects.filter(name=name, active=True).exists()
+
+
+def _for_alias(alias: Alias, sender: Address, address: str) -> Decision:
+    if not alias.enabled:
+        if alias.disabled_action == Alias.DisabledAction.DROP:
+            return Decision(Action.DROP, replies.RECIPIENT_OK, address, alias.pk)
+        return _reject(replies.UNKNOWN_RECIPIENT, address)
+    if not sender.is_null and is_sender_blocked(alias, str(sender)):
+        Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
+        return _reject(replies.SENDER_BLOCKED, address)
+    return Decision(Action.FORWARD, replies.RECIPIENT_OK, address, alias.pk)
+
+
+def _bounce(address: str, domain: str) -> Decision:
+    if not serves_domain(domain):
+        return _reject(replies.RELAY_DENIED, address)
+    bounce = verp.parse_bounce_address(address)
+    if bounce is None:  # our shape, but not a tag we made
+        return _reject(replies.UNKNOWN_RECIPIENT, address)
+    return Decision(Action.BOUNCE, replies.RECIPIENT_OK, address, bounce.alias_id)
+
+
+def _no_alias(address: str, domain: str) -> Decision:
+    if not serves_domain(domain):
+        return _reject(replies.RELAY_DENIED, address)
+    if Contact.objects.filter(reverse_address=address).exists():
+        return _reject(replies.REVERSE_ALIAS_NOT_ENABLED, address)
+    return _reject(replies.UNKNOWN_RECIPIENT, address)
+
+
+def _reject(reply: Reply, address: str) -> Decision:
+    return Decision(Action.REJECT, reply, address)

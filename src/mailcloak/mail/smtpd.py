@@ -1,0 +1,544 @@
+"""Mailcloak's inbound SMTP server, built on aiosmtpd.
+
+`SmtpProtocol` is aiosmtpd's SMTP with our framing and limits: DATA ends only at <CRLF>.<CRLF>
+and a bare CR or LF anywhere in it is refused (no SMTP smuggling); SIZE is announced and
+enforced; connections, commands and errors are capped; every reply comes from `replies`.
+`Handler` holds the hooks: address parsing, the RCPT policy and the durable intake, the last two
+in worker threads so the event loop never waits on the database.
+
+`start_smtp_server` runs one server in the current event loop; `serve` is `mailcloak smtpd`:
+MAILCLOAK_SMTP_PROCESSES processes sharing the port with SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, AnyStr, TypeVar
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from django.db import DatabaseError, close_old_connections, connections
+
+from mailcloak.mail import intake, policy, replies, tls
+from mailcloak.mail.addresses import (
+    NULL,
+    Address,
+    parse_forward_path,
+    parse_reverse_path,
+    redact,
+    split_path,
+)
+from mailcloak.mail.queue import new_queue_id
+from mailcloak.mail.replies import Reply
+from mailcloak.settings import Config
+
+log = logging.getLogger("mailcloak.smtpd")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    tls_context: ssl.SSLContext | None
+    log_key: bytes  # keys the hashes that stand for addresses in the log
+    max_commands: int = 1000  # per connection
+    max_errors: int = 20  # 4xx/5xx replies per connection
+    idle_timeout: float = 300.0  # seconds without a command (or DATA progress)
+    database_threads: int = 4
+
+    @classmethod
+    def from_config(cls, config: Config) -> ServerOptions:
+        log_key = hmac.new(config.secret_key.encode(), b"mailcloak/log/v1", hashlib.sha256)
+        return cls(hostname=config.hostname, max_message_size=config.max_message_size,
+                   max_recipients=config.max_recipients, max_connections=config.max_connections,
+                   tls_context=tls.server_context(config), log_key=log_key.digest())
+
+
+class DatabaseThreads:
+    """Worker threads for ORM work. Each keeps its database connection between tasks; `close`
+    closes them all (tests and shutdown must not leave connections behind)."""
+
+    def __init__(self, size: int) -> None:
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(size, thread_name_prefix="smtpd-db",
+                                            initializer=self._register_thread)
+
+    def _register_thread(self) -> None:
+        for connection in connections.all():
+            connection.inc_thread_sharing()  # so that `close` may close it from another thread
+            with self._lock:
+                self._connections.append(connection)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(_database_task, func, *args))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+def _database_task(func: Callable[..., T], *args: Any) -> T:
+    close_old_connections()  # drop a connection that broke or outlived CONN_MAX_AGE
+    return func(*args)
+
+
+class Connections:
+    """The live sessions of one server, at most `limit` at a time."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.live: set[SmtpProtocol] = set()
+
+    def admit(self, protocol: SmtpProtocol) -> bool:
+        if len(self.live) >= self.limit:
+            return False
+        self.live.add(protocol)
+        return True
+
+
+class MailcloakEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sender: Address = NULL
+        self.decisions: list[policy.Decision] = []  # accepted recipients
+        self.data_error: Reply | None = None
+
+
+async def read_data(reader: asyncio.StreamReader, *, max_size: int,
+                    keep_alive: Callable[[], None] = lambda: None) -> bytes | Reply:
+    """The message after DATA, dot-unstuffed, or the Reply refusing it.
+
+    Only a line `.` preceded and ended by CRLF ends the data: `\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n`
+    and `\\r\\n.\\n` are data, and since a bare CR or LF is refused (550 5.6.0) after reading
+    to the real end, what a smuggler puts after them is never read as commands. Lines of any
+    length are accepted; the size limit counts the whole message.
+    """
+    content = bytearray()
+    size = 0
+    line_start = after_crlf = True  # the DATA command line ended with CRLF
+    tail = b""  # the last two bytes read
+    while True:
+        try:
+            raw = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:  # a long line: take it in pieces
+            raw = await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionResetError("connection closed during DATA") from exc
+        keep_alive()
+        if line_start and after_crlf and raw == b".\r\n":
+            break
+        chunk = raw[1:] if line_start and raw.startswith(b".") else raw
+        size += len(chunk)
+        if size <= max_size:
+            content += chunk
+        tail = raw[-2:] if len(raw) >= 2 else (tail + raw)[-2:]
+        line_start = raw.endswith(b"\n")
+        if line_start:
+            after_crlf = tail == b"\r\n"
+    if size > max_size:
+        return replies.MESSAGE_TOO_BIG
+    if has_bare_line_ending(content):
+        return replies.BARE_LINEFEED
+    return bytes(content)
+
+
+def has_bare_line_ending(data: bytes | bytearray) -> bool:
+    """Whether some CR is not followed by LF, or some LF not preceded by CR."""
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+class SmtpProtocol(SMTP):
+    """One SMTP session: aiosmtpd's protocol with Mailcloak's framing, limits and replies."""
+
+    def __init__(self, handler: Handler, options: ServerOptions, sessions: Connections) -> None:
+        super().__init__(handler, data_size_limit=None, enable_SMTPUTF8=True, decode_data=False,
+                         hostname=options.hostname, ident=replies.GREETING_IDENT,
+                         tls_context=options.tls_context, timeout=options.idle_timeout,
+                         loop=asyncio.get_running_loop())
+        self._smtp_methods.pop("AUTH", None)  # nobody logs in to an inbound MX
+        self.options = options
+        self._sessions = sessions
+        self._greeted = False
+        self._plain_replies = False  # set while answering EHLO or HELO
+        self._replies = self._errors = 0
+        self._last_touch = 0.0
+        self._committing = self._closing = self._shutdown_requested = False
+
+    def _create_envelope(self) -> MailcloakEnvelope:
+        return MailcloakEnvelope()
+
+    async def _handle_client(self) -> None:
+        if not self._sessions.admit(self):
+            log.warning("connection refused: %d sessions already (peer=%s)",
+                        self._sessions.limit, peer_ip(self.session))
+            await self._close_with(replies.TOO_MANY_CONNECTIONS)
+            return
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.live.discard(self)
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self._writer.write(replies.IDLE_TIMEOUT.line.encode() + b"\r\n")
+        super()._timeout_cb()
+
+    def keep_alive(self) -> None:
+        """A slow but steady DATA transfer is not idle."""
+        now = self.loop.time()
+        if now - self._last_touch >= 1.0:
+            self._last_touch = now
+            self._reset_timeout()
+
+    def shut_down(self) -> None:
+        """Close now, or right after the reply to a message being committed."""
+        self._shutdown_requested = True
+        if not self._committing and not self._closing and self.transport is not None:
+            self._closing = True
+            self._writer.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
+            self.transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        line = status.decode() if isinstance(status, bytes) else str(status)
+        if self._greeted and not self._plain_replies:  # RFC 2034: all but these carry one
+            line = replies.with_status_code(line)
+        self._greeted = True
+        await super().push(line)
+        if line[3:4] != "-":
+            await self._count_reply(line)
+
+    async def _count_reply(self, line: str) -> None:
+        self._replies += 1
+        self._errors += line[:1] in ("4", "5")
+        if self._closing or self.transport is None:
+            return
+        if self._shutdown_requested:
+            await self._close_with(replies.SHUTTING_DOWN)
+        elif self._replies >= self.options.max_commands:
+            await self._close_with(replies.TOO_MANY_COMMANDS)
+        elif self._errors >= self.options.max_errors:
+            await self._close_with(replies.TOO_MANY_ERRORS)
+
+    async def _close_with(self, reply: Reply) -> None:
+        self._closing = True
+        with contextlib.suppress(ConnectionError):
+            await super().push(reply.line)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The path as sent and its parameters: the hooks parse the path (addresses.py)."""
+        return split_path(arg) if arg else ("", "")
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._plain_replies = False
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not hostname:
+            await self.push(replies.SYNTAX_ERROR.with_text(reason="EHLO hostname").line)
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.host_name = hostname
+        self.session.extended_smtp = True
+        self._plain_replies = True
+        try:
+            lines = [self.hostname, *self._extensions()]
+            for line in lines[:-1]:
+                await self.push(f"250-{line}")
+            await self.push(f"250 {lines[-1]}")
+        finally:
+            self._plain_replies = False
+
+    def _extensions(self) -> list[str]:
+        assert self.session is not None
+        names = [f"SIZE {self.options.max_message_size}", "8BITMIME", "SMTPUTF8", "PIPELINING",
+                 "ENHANCEDSTATUSCODES"]
+        if self.tls_context is not None and self._tls_protocol is None:
+            names.append("STARTTLS")
+        return names
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, MailcloakEnvelope)
+        if not envelope.mail_from:
+            await self.push(replies.BAD_SEQUENCE.with_text(reason="send MAIL first").line)
+        elif not envelope.rcpt_tos:
+            await self.push(replies.NO_VALID_RECIPIENTS.line)
+        elif arg:
+            await self.push(replies.SYNTAX_ERROR.with_text(reason="DATA takes no argument").line)
+        else:
+            await self.push(replies.START_DATA.line)
+            received = await read_data(self._reader, max_size=self.options.max_message_size,
+                                       keep_alive=self.keep_alive)
+            if isinstance(received, Reply):
+                envelope.data_error = received
+            else:
+                envelope.content = envelope.original_content = received
+            self._committing = True
+            try:
+                status = await self._call_handler_hook("DATA")
+            finally:
+                self._committing = False
+            self._set_post_data_state()
+            await self.push(status)
+
+
+class Handler:
+    """aiosmtpd hooks: the decisions of a session, from EHLO to the end of DATA."""
+
+    def __init__(self, options: ServerOptions, database: DatabaseThreads) -> None:
+        self.options = options
+        self.database = database
+
+    async def handle_MAIL(self, server: SmtpProtocol, session: Session,
+                          envelope: MailcloakEnvelope, address: str,
+                          mail_options: list[str]) -> str:
+        sender = parse_reverse_path(address, smtputf8=envelope.smtp_utf8)
+        if isinstance(sender, Reply):
+            return sender.line
+        declared = next((int(o[5:]) for o in mail_options if o.startswith("SIZE=")), 0)
+        if declared > self.options.max_message_size:
+            return replies.MESSAGE_TOO_BIG.line
+        envelope.sender = sender
+        envelope.mail_from = str(sender) or "<>"  # aiosmtpd takes an empty one for "no MAIL"
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK.line
+
+    async def handle_RCPT(self, server: SmtpProtocol, session: Session,
+                          envelope: MailcloakEnvelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.options.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS.line
+        recipient = parse_forward_path(address, smtputf8=envelope.smtp_utf8)
+        if isinstance(recipient, Reply):
+            return recipient.line
+        try:
+            decision = await self.database.run(policy.decide, envelope.sender, recipient,
+                                               peer_ip(session))
+        except DatabaseError as exc:
+            log.warning("recipient check failed: database error %s", intake.describe(exc))
+            return replies.TEMPORARY_FAILURE.line
+        if decision.accepted:
+            envelope.rcpt_tos.append(decision.recipient)
+            envelope.decisions.append(decision)
+        else:
+            log.info("recipient refused %s %s peer=%s from=%s to=%s", decision.reply.code,
+                     decision.reply.status, peer_ip(session), self._redact(envelope.sender),
+                     self._redact(recipient))
+        return decision.reply.line
+
+    async def handle_DATA(self, server: SmtpProtocol, session: Session,
+                          envelope: MailcloakEnvelope) -> str:
+        queue_id = new_queue_id()
+        if envelope.data_error is not None:
+            self._log_message(queue_id, envelope.data_error, session, envelope)
+            return envelope.data_error.line
+        assert isinstance(envelope.content, bytes)
+        message = intake.InboundMessage(queue_id=queue_id, sender=str(envelope.sender),
+                                        recipients=tuple(envelope.decisions),
+                                        content=envelope.content)
+        outcome = await self.database.run(intake.accept, message)
+        self._log_message(queue_id, outcome.reply, session, envelope, outcome)
+        return outcome.reply.line
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("session error: %s", intake.describe(error))
+        return replies.LOCAL_ERROR.line
+
+    def _log_message(self, queue_id: str, reply: Reply, session: Session,
+                     envelope: MailcloakEnvelope, outcome: intake.Outcome | None = None) -> None:
+        """One line per message decision: never content, addresses only as keyed hashes."""
+        size = len(envelope.content or b"")
+        counts = (f" forwarded={len(outcome.queue_ids)} dropped={outcome.dropped}"
+                  f" bounces={outcome.bounces} queue_ids={','.join(outcome.queue_ids) or '-'}"
+                  if outcome else "")
+        log.info("message %s %s %s peer=%s from=%s recipients=%d size=%d%s", queue_id,
+                 reply.code, reply.status, peer_ip(session), self._redact(envelope.sender),
+                 len(envelope.decisions), size, counts)
+
+    def _redact(self, address: Address) -> str:
+        return redact(address, self.options.log_key)
+
+
+def peer_ip(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+
+class SmtpServer:
+    """One listening SMTP server in the running event loop."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs addresses
+        self.options = options
+        self.sessions = Connections(options.max_connections)
+        self.database = DatabaseThreads(options.database_threads)
+        self.handler = Handler(options, self.database)
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        from mailcloak.aliases.services import sync_configured_domains
+
+        await self.database.run(sync_configured_domains)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SmtpProtocol(self.handler, self.options, self.sessions), host, port,
+            reuse_port=reuse_port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop listening, close idle sessions, let a message being committed get its reply."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.live):
+            session.shut_down()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.sessions.live and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for session in list(self.sessions.live):
+            if isinstance(session.transport, asyncio.WriteTransport):
+                session.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        await loop.run_in_executor(None, self.database.close)
+
+
+async def start_smtp_server(config: Config, *, host: str, port: int,
+                            reuse_port: bool = False) -> SmtpServer:
+    """Start an SMTP server for `config` on host:port (port 0: any free port)."""
+    server = SmtpServer(ServerOptions.from_config(config))
+    await server.start(host, port, reuse_port=reuse_port)
+    return server
+
+
+# --- `mailcloak smtpd` ------------------------------------------------------------------------
+
+
+class ListenError(Exception):
+    """The server cannot listen on its address; str() is a one-line reason."""
+
+
+def serve(config: Config) -> int:
+    """Run MAILCLOAK_SMTP_PROCESSES server processes on MAILCLOAK_SMTP_LISTEN until SIGTERM."""
+    ServerOptions.from_config(config)  # settle TLS (and make the local certificate) once, first
+    processes = max(1, config.smtp_processes)
+    if processes == 1:
+        return asyncio.run(_serve_until_stopped(config, reuse_port=False))
+    _check_can_listen(config)
+    return _supervise(processes)
+
+
+async def _serve_until_stopped(config: Config, *, reuse_port: bool) -> int:
+    listen = config.smtp_listen
+    try:
+        server = await start_smtp_server(config, host=listen.host, port=listen.port,
+                                         reuse_port=reuse_port)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("SMTP server on %s", listen)
+    await stop.wait()
+    await server.stop()
+    log.info("SMTP server on %s stopped", listen)
+    return 0
+
+
+def _check_can_listen(config: Config) -> None:
+    listen = config.smtp_listen
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((listen.host, listen.port))
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+def _supervise(count: int) -> int:
+    """Start `count` server processes; forward SIGTERM/SIGINT to them; if one dies on its
+    own, stop the others and fail."""
+    # fork: each child starts from this process's Django setup, which has not yet opened a
+    # database connection or started a thread.
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_child_main, name=f"smtpd-{n + 1}")
+                for n in range(count)]
+    stopping = False
+
+    def stop_children(signum: int = signal.SIGTERM, frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.pid is not None and child.exitcode is None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    for child in children:
+        child.start()
+    signal.signal(signal.SIGTERM, stop_children)  # after the forks: children keep the defaults
+    signal.signal(signal.SIGINT, stop_children)
+    failed = False
+    while any(child.exitcode is None for child in children):
+        multiprocessing.connection.wait([c.sentinel for c in children if c.exitcode is None])
+        for child in children:
+            if child.exitcode is not None and not stopping:
+                log.error("%s exited with status %s; stopping", child.name, child.exitcode)
+                failed = True
+                stop_children()
+    for child in children:
+        child.join()
+    return 1 if failed else 0
+
+
+def _child_main() -> None:
+    from mailcloak import settings as mailcloak_settings
+
+    try:
+        code = asyncio.run(_serve_until_stopped(mailcloak_settings.get(), reuse_port=True))
+    except ListenError as exc:
+        log.error("%s", exc)
+        code = 1
+    raise SystemExit(code)
