@@ -150,6 +150,21 @@ def parse_database_url(raw: str) -> str:
     return value
 
 
+def parse_name_format(raw: str) -> str:
+    """A str.format template using only {name} and {address}."""
+    import string
+
+    value = raw.strip()
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        if not fields <= {"name", "address"}:
+            raise ValueError("only {name} and {address} may be used")
+        value.format(name="Name", address="name@example.org")
+    except ValueError as exc:
+        raise ValueError(f"not a usable template: {exc}") from None
+    return value
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -212,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Most simultaneous connections to one destination domain per worker process."),
     Setting("SMTP_PROCESSES", "1", parse_int,
             "SMTP server processes sharing the port (SO_REUSEPORT) for `mailcloak smtpd`."),
-    Setting("SENDER_NAME_FORMAT", "{name} ({address}) via Mailcloak", parse_str,
+    Setting("SENDER_NAME_FORMAT", "{name} ({address}) via Mailcloak", parse_name_format,
             "Display name of forwarded mail's From; `{name}` and `{address}` are the original "
             "sender's."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
