@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from mailcloak.accounts import views
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("mailboxes/<int:pk>/resend/", views.mailbox_resend, name="mailbox_resend"),
     path("mailboxes/<int:pk>/delete/", views.mailbox_delete, name="mailbox_delete"),
     path("delete/", views.account_delete, name="delete"),
+    path("tokens/", include("mailcloak.accounts.token_urls")),
 ]

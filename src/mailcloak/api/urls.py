@@ -1,3 +1,5 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from mailcloak.api.v1 import api
+
+urlpatterns = [path("v1/", api.urls)]
