@@ -10,8 +10,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError
 
 from mailcloak import settings as mailcloak_settings
+
+if TYPE_CHECKING:
+    from mailcloak.accounts.models import User
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -89,7 +95,7 @@ def cmd_alias_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_user(email: str):  # type: ignore[no-untyped-def]
+def _find_user(email: str) -> User:
     from mailcloak.accounts.models import User, normalize_address
 
     user = User.objects.filter(email=normalize_address(email)).first()
@@ -208,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except CommandError as exc:
         print(f"mailcloak: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        reason = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+        print(f"mailcloak: database not ready: {reason} (check MAILCLOAK_DATABASE_URL, "
+              "then run `mailcloak migrate`)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
