@@ -26,22 +26,52 @@ async def _serve_web() -> None:
     await server.serve()
 
 
-async def _main(web: bool, smtp: bool, worker: bool) -> None:
-    tasks: list[asyncio.Task[None]] = []
-    if web:
-        tasks.append(asyncio.create_task(_serve_web(), name="web"))
+async def _serve_smtp(stop: asyncio.Event) -> None:
+    from mailcloak.mail.smtpd import start_smtp_server
+
+    config = mailcloak_settings.get()
+    listen = config.smtp_listen
+    server = await start_smtp_server(config, host=listen.host, port=listen.port)
+    log.info("SMTP server on %s", listen)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+async def _serve_worker(stop: asyncio.Event) -> None:
+    from mailcloak.mail.worker import run_worker
+
+    await run_worker(stop)
+
+
+async def _main(web: bool, smtp: bool, worker: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    if smtp:
+        tasks.append(asyncio.create_task(_serve_smtp(stop), name="smtp"))
+    if worker:
+        tasks.append(asyncio.create_task(_serve_worker(stop), name="worker"))
+    if web:
+        tasks.append(asyncio.create_task(_serve_web(), name="web"))
     waiter = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, waiter]:
-        task.cancel()
-    for task in done:
-        if task is not waiter and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    # One service ending (or a signal) stops them all; SMTP and worker finish what is in hand.
+    stop.set()
+    for task in tasks:
+        if task.get_name() == "web":
+            task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    status = 0
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            log.error("%s stopped by an unexpected error", task.get_name(), exc_info=result)
+            status = 1
+    return status
 
 
 def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) -> int:
@@ -54,5 +84,4 @@ def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) 
 
         call_command("migrate", interactive=False, verbosity=0)
         sync_configured_domains()
-    asyncio.run(_main(web, smtp, worker))
-    return 0
+    return asyncio.run(_main(web, smtp, worker))
