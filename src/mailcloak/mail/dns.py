@@ -80,7 +80,7 @@ class Resolver:
 
     def __init__(self, nameservers: Sequence[dns.nameserver.Nameserver] | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT, lifetime: float = DEFAULT_LIFETIME,
-                 unavailable: str = "") -> None:
+                 unavailable: str = "", resolv_conf: str = "/etc/resolv.conf") -> None:
         """`nameservers=None` reads resolv.conf; `unavailable` makes every lookup fail with
         that reason (used when no resolver configuration could be loaded)."""
         self.unavailable = unavailable
@@ -89,7 +89,7 @@ class Resolver:
         cache = dns.resolver.LRUCache(max_size=10_000)
         for resolver in (self._async, self._sync):
             if nameservers is None and not unavailable:
-                resolver.read_resolv_conf("/etc/resolv.conf")
+                resolver.read_resolv_conf(resolv_conf)
             elif nameservers is not None:
                 resolver.nameservers = list(nameservers)
             resolver.timeout = timeout
@@ -98,19 +98,22 @@ class Resolver:
             resolver.cache = cache
 
     @classmethod
-    def from_settings(cls, servers: Sequence[str] = ()) -> Resolver:
+    def from_settings(cls, servers: Sequence[str] = (), *,
+                      resolv_conf: str = "/etc/resolv.conf") -> Resolver:
         """The resolver MAILCLOAK_DNS_SERVERS asks for; the system's when it is empty."""
         if servers:
             return cls([parse_server(entry) for entry in servers])
         try:
-            return cls()
+            return cls(resolv_conf=resolv_conf)
         except (OSError, dns.exception.DNSException) as exc:
             return cls([], unavailable=f"no DNS resolver configured ({exc}); "
                                        "set MAILCLOAK_DNS_SERVERS")
 
     @property
     def nameservers(self) -> list[str]:
-        return [str(server) for server in self._sync.nameservers]
+        """`IP:PORT` of each server asked, in order."""
+        return [f"{getattr(server, 'address', server)}:{getattr(server, 'port', 53)}"
+                for server in self._sync.nameservers]
 
     # --- async lookups ------------------------------------------------------------------------
 

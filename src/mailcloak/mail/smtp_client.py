@@ -136,12 +136,13 @@ def describe(exc: BaseException) -> str:
 def open_connection(target: Target, policy: SessionPolicy, *, try_tls: bool = True
                     ) -> SmtpConnection:
     """Connect, read the greeting, EHLO, STARTTLS when offered, AUTH when configured."""
-    smtp = _PinnedSMTP(target.address, local_hostname=policy.helo_name,
-                       timeout=policy.connect_timeout)
     try:
-        code, message = smtp.connect(target.host, target.port)
-        if code != 220:
-            raise HostFailure(f"{target} greeted with {Reply(code, _text(message))}")
+        # Given the host, smtplib connects and reads the greeting (SMTPConnectError unless 220).
+        smtp = _PinnedSMTP(target.address, host=target.host, port=target.port,
+                           local_hostname=policy.helo_name, timeout=policy.connect_timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise HostFailure(f"{target}: {describe(exc)}") from None
+    try:
         _settimeout(smtp, policy.command_timeout)
         _hello(smtp, target)
         tls = _start_tls(smtp, target, policy) if try_tls else False
@@ -171,9 +172,10 @@ def _start_tls(smtp: smtplib.SMTP, target: Target, policy: SessionPolicy) -> boo
         return False
     try:
         smtp.starttls(context=policy.tls_context)
-    except (ssl.SSLError, ssl.CertificateError, smtplib.SMTPResponseException) as exc:
+        # With TLS 1.3 a server that rejects the handshake says so at the first read.
+        _hello(smtp, target)
+    except (OSError, smtplib.SMTPException) as exc:
         raise TlsFailure(f"{target}: STARTTLS failed: {describe(exc)}") from None
-    _hello(smtp, target)
     return True
 
 

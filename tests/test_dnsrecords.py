@@ -1,0 +1,113 @@
+"""The DNS records operators publish, and `mailcloak dns` printing them ready to paste."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dns.zone
+import pytest
+
+from mailcloak import settings as mailcloak_settings
+from mailcloak.cli import main
+from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
+from mailcloak.mail.dnsrecords import (
+    SERVER_IP_PLACEHOLDER,
+    Record,
+    format_zone,
+    required_records,
+    txt_strings,
+)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, DkimKey]:
+    directory = tmp_path_factory.mktemp("dkim")
+    create_keys(directory)
+    return load_keys(directory)
+
+
+def config(**values: str) -> mailcloak_settings.Config:
+    env = {"MAILCLOAK_DOMAINS": "alias.example,second.example",
+           "MAILCLOAK_HOSTNAME": "mail.alias.example"}
+    env.update({f"MAILCLOAK_{name.upper()}": value for name, value in values.items()})
+    return mailcloak_settings.load(env, create_secret=False)
+
+
+def by_name_and_type(records: list[Record]) -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
+    for record in records:
+        found.setdefault((record.name, record.type), []).append(record.value)
+    return found
+
+
+def test_every_domain_gets_mx_spf_both_dkim_keys_and_dmarc(keys: tuple[DkimKey, DkimKey]
+                                                           ) -> None:
+    records = by_name_and_type(required_records(config(), keys, ["192.0.2.10"]))
+    for domain in ("alias.example", "second.example"):
+        assert records[(domain, "MX")] == ["10 mail.alias.example"]
+        assert records[(domain, "TXT")] == ["v=spf1 mx -all"]
+        assert records[(f"mcr1._domainkey.{domain}", "TXT")] == [keys[0].txt_record()]
+        assert records[(f"mce1._domainkey.{domain}", "TXT")] == [keys[1].txt_record()]
+        dmarc = records[(f"_dmarc.{domain}", "TXT")][0]
+        assert dmarc.startswith("v=DMARC1; p=quarantine;")
+        assert "adkim=s" in dmarc and "aspf=s" in dmarc and "rua=mailto:" in dmarc
+
+
+def test_the_mail_host_gets_address_spf_and_reverse_dns(keys: tuple[DkimKey, DkimKey]) -> None:
+    records = by_name_and_type(
+        required_records(config(), keys, ["192.0.2.10", "2001:db8::10"]))
+    assert records[("mail.alias.example", "A")] == ["192.0.2.10"]
+    assert records[("mail.alias.example", "AAAA")] == ["2001:db8::10"]
+    assert records[("mail.alias.example", "TXT")] == ["v=spf1 a -all"]
+    assert records[("10.2.0.192.in-addr.arpa", "PTR")] == ["mail.alias.example"]
+    assert len([key for key in records if key[1] == "PTR"]) == 2
+
+
+def test_without_the_server_ip_placeholders_say_what_to_fill_in(
+        keys: tuple[DkimKey, DkimKey]) -> None:
+    records = required_records(config(), keys)
+    address = next(r for r in records if r.type == "A")
+    assert address.value == SERVER_IP_PLACEHOLDER
+    assert any(r.type == "PTR" and r.value == "mail.alias.example" for r in records)
+
+
+def test_long_txt_values_are_split_into_255_character_strings() -> None:
+    value = "v=DKIM1; k=rsa; p=" + "A" * 392
+    parts = txt_strings(value)
+    assert [len(part) for part in parts] == [255, 155]
+    assert "".join(parts) == value
+
+
+def test_the_zone_text_parses_and_carries_the_same_records(keys: tuple[DkimKey, DkimKey]) -> None:
+    records = required_records(config(), keys, ["192.0.2.10"])
+    text = format_zone(records)
+    assert all(len(s) <= 255 for s in re.findall(r'"([^"]*)"', text))
+    zone = dns.zone.from_text(text, origin="example.", relativize=False, check_origin=False)
+    dkim_txt = zone.find_rdataset("mcr1._domainkey.alias.example.", "TXT")
+    assert b"".join(next(iter(dkim_txt)).strings).decode() == keys[0].txt_record()
+    mx = next(iter(zone.find_rdataset("second.example.", "MX")))
+    assert (mx.preference, mx.exchange.to_text()) == (10, "mail.alias.example.")
+
+
+def test_mailcloak_dns_prints_the_records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MAILCLOAK_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MAILCLOAK_DOMAINS", "alias.example")
+    mailcloak_settings.reset()
+    assert main(["dkim", "init"]) == 0
+    assert "created DKIM key mcr1" in capsys.readouterr().out
+    assert main(["dns", "--ip", "192.0.2.10"]) == 0
+    out = capsys.readouterr().out
+    assert "mcr1._domainkey.alias.example." in out
+    assert "_dmarc.alias.example." in out
+    assert "10.2.0.192.in-addr.arpa." in out
+    assert main(["dkim", "init"]) == 0
+    assert "kept existing DKIM key mcr1" in capsys.readouterr().out
+
+
+def test_mailcloak_dns_refuses_a_bad_ip(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dns", "--ip", "mail.example"])
+    assert exit_info.value.code == 2
+    assert "not an IP address" in capsys.readouterr().err
