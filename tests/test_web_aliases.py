@@ -27,8 +27,8 @@ def test_list_shows_own_aliases_with_their_counts(logged_in: Client, alias: Alia
     assert aliases_on_page(page.content) == [alias.address]
     assert foreign.address.encode() not in page.content
     text = page.content.decode()
-    for count in ("41", "7", "3"):
-        assert f'<td class="num">{count}</td>' in text
+    for label, count in (("Forwarded", 41), ("Blocked", 7), ("Replied", 3)):
+        assert f'data-label="{label}">{count}</td>' in text
     assert "shopping" in text
 
 

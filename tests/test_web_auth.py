@@ -198,3 +198,30 @@ def test_two_factor_pages_sit_in_account_settings(client: Client, user: User) ->
     assert mfa_page.status_code == 200
     assert b'aria-current="page">Two-factor authentication' in mfa_page.content
     assert b"Authenticator App" in mfa_page.content
+
+
+ENTRANCE_PAGES = ["/accounts/login/", "/accounts/signup/", "/accounts/password/reset/",
+                  "/accounts/password/reset/done/", "/accounts/confirm-email/",
+                  "/accounts/confirm-email/not-a-key/"]
+MANAGE_PAGES = ["/accounts/email/", "/accounts/password/change/", "/accounts/2fa/",
+                "/accounts/2fa/totp/activate/", "/accounts/2fa/recovery-codes/generate/"]
+
+
+def assert_in_our_layout(client: Client, url: str) -> bytes:
+    page = client.get(url)
+    assert page.status_code == 200, url
+    assert b"/static/mailcloak/style.css" in page.content, url
+    assert b"<title>" in page.content and b" \xc2\xb7 Mailcloak</title>" in page.content, url
+    assert b"Menu:" not in page.content, url  # allauth's unstyled layout
+    return bytes(page.content)
+
+
+def test_every_allauth_page_uses_our_layout(client: Client, user: User) -> None:
+    for url in ENTRANCE_PAGES:
+        assert b'class="narrow"' in assert_in_our_layout(client, url), url
+    log_in(client, user.email)
+    client.post("/accounts/reauthenticate/", {"password": PASSWORD})
+    for url in [*MANAGE_PAGES, "/accounts/reauthenticate/", "/accounts/logout/"]:
+        assert_in_our_layout(client, url)
+    for url in MANAGE_PAGES:
+        assert b'class="settings-nav"' in assert_in_our_layout(client, url), url
