@@ -118,12 +118,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_services(web=True, smtp=True, worker=True, migrate=True)
 
 
-# --- argument parsing -----------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailcloak", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 def cmd_worker(args: argparse.Namespace) -> int:
     setup_django()
     from mailcloak.mail.worker import serve
@@ -161,6 +155,12 @@ def _ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailcloak", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -193,12 +193,6 @@ def _ip_address(text: str) -> str:
     alias_list = alias.add_parser("list", help="list user EMAIL's aliases")
     alias_list.add_argument("email")
     alias_list.set_defaults(handler=cmd_alias_list)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
 
     add("worker", cmd_worker, "run the delivery workers only")
     dkim = sub.add_parser("dkim", help="manage DKIM keys").add_subparsers(dest="action",
@@ -208,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dns = add("dns", cmd_dns, "print the DNS records to publish for every configured domain")
     dns.add_argument("--ip", action="append", default=[], type=_ip_address,
                      help="this server's public IP address (repeat for IPv4 and IPv6)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
         return int(args.handler(args))
     except mailcloak_settings.ConfigError as exc:
         print(f"mailcloak: configuration error: {exc}", file=sys.stderr)
