@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mailcloak.mail.policy_email import decode_raw
@@ -27,6 +27,7 @@ _EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
 _QUOTED_OR_WORD = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^\s"])+')
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _Q_SAFE = frozenset(string.ascii_letters + string.digits + "!*+-/")
+_WORD_AND_SPACE = re.compile(r"[^ ]+ ?| ")
 _WORD_ROOM = 75 - len("=?utf-8?q??=")  # RFC 2047: an encoded word is at most 75 characters
 
 
@@ -183,38 +184,32 @@ def encode_phrase(text: str) -> str:
 
 
 def encoded_words(text: str) -> list[str]:
-    """UTF-8 encoded words of at most 75 characters, each a whole number of characters;
-    Q encoding for mostly-Latin text, base64 when that is shorter."""
-    q_words = ["=?utf-8?q?" + word + "?=" for word in _pack(map(_q_encode, text), _WORD_ROOM)]
-    b_words = ["=?utf-8?b?" + base64.b64encode(chunk).decode("ascii") + "?="
-               for chunk in _pack_bytes(text, _WORD_ROOM // 4 * 3)]
+    """UTF-8 encoded words of at most 75 characters, each a whole number of characters, cut at
+    spaces where possible; Q encoding for mostly-Latin text, base64 when that is shorter."""
+    q_words = ["=?utf-8?q?" + _q_encode(chunk) + "?="
+               for chunk in _chunks(text, lambda s: len(_q_encode(s)), _WORD_ROOM)]
+    b_words = ["=?utf-8?b?" + base64.b64encode(_utf8(chunk)).decode("ascii") + "?="
+               for chunk in _chunks(text, lambda s: len(_utf8(s)), _WORD_ROOM // 4 * 3)]
     return q_words if sum(map(len, q_words)) <= sum(map(len, b_words)) else b_words
 
 
-def _q_encode(char: str) -> str:
-    if char == " ":
-        return "_"
-    if char in _Q_SAFE:
-        return char
-    return "".join(f"={byte:02X}" for byte in char.encode("utf-8", errors="replace"))
+def _q_encode(text: str) -> str:
+    return "".join(char if char in _Q_SAFE else "_" if char == " " else
+                   "".join(f"={byte:02X}" for byte in _utf8(char)) for char in text)
 
 
-def _pack(pieces: Iterator[str], room: int) -> list[str]:
-    words, current = [], ""
-    for piece in pieces:
-        if current and len(current) + len(piece) > room:
-            words.append(current)
-            current = ""
-        current += piece
-    return [*words, current] if current else words
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", errors="replace")
 
 
-def _pack_bytes(text: str, room: int) -> list[bytes]:
-    chunks, current = [], b""
-    for char in text:
-        data = char.encode("utf-8", errors="replace")
-        if current and len(current) + len(data) > room:
-            chunks.append(current)
-            current = b""
-        current += data
+def _chunks(text: str, size: Callable[[str], int], room: int) -> list[str]:
+    """`text` in pieces of at most `room` as measured by `size`: whole words with their
+    trailing space where they fit, single characters where not."""
+    chunks, current = [], ""
+    for word in _WORD_AND_SPACE.findall(text):
+        for piece in [word] if size(word) <= room else list(word):
+            if current and size(current + piece) > room:
+                chunks.append(current)
+                current = ""
+            current += piece
     return [*chunks, current] if current else chunks

@@ -115,7 +115,9 @@ class Rewriter:
         if key == "from":
             yield self._from_field(same[0].name)
             return
-        mailboxes = {mb.address.lower(): mb for f in same for mb in parse_mailboxes(f.value)}
+        mailboxes: dict[str, Mailbox] = {}
+        for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
+            mailboxes.setdefault(mailbox.address.lower(), mailbox)
         if mailboxes:  # an empty or unreadable reply field is dropped
             value = ", ".join(self._reverse_mailbox(mb) for mb in mailboxes.values())
             yield HeaderField.build(same[0].name, value, self.eol)
