@@ -118,6 +118,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_services(web=True, smtp=True, worker=True, migrate=True)
 
 
+def cmd_smtpd(args: argparse.Namespace) -> int:
+    setup_django()
+    from mailcloak.mail.smtpd import ListenError, serve
+
+    try:
+        return serve(mailcloak_settings.get())
+    except ListenError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     setup_django()
     from mailcloak.mail.worker import serve
@@ -169,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "migrate, then run the web app, SMTP server and workers in one process")
     add("web", cmd_web, "run the web app only")
+    add("smtpd", cmd_smtpd, "run the SMTP server only (MAILCLOAK_SMTP_PROCESSES processes)")
     migrate = add("migrate", cmd_migrate, "create or upgrade the database")
     migrate.add_argument("-v", "--verbose", action="store_true")
     settings_cmd = add("settings", cmd_settings, "show the effective settings")

@@ -203,7 +203,7 @@ class SmtpProtocol(SMTP):
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
-        if self.transport is not None and not self._closing:
+        if self._can_write():
             self._closing = True
             self._writer.write(replies.IDLE_TIMEOUT.line.encode() + b"\r\n")
         super()._timeout_cb()
@@ -218,18 +218,21 @@ class SmtpProtocol(SMTP):
     def shut_down(self) -> None:
         """Close now, or right after the reply to a message being committed."""
         self._shutdown_requested = True
-        if not self._committing and not self._closing and self.transport is not None:
+        if not self._committing and self._can_write():
             self._closing = True
             self._writer.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
             self.transport.close()
 
+    def _can_write(self) -> bool:
+        return not self._closing and self.transport is not None and not self.transport.is_closing()
+
     async def push(self, status: AnyStr) -> None:
         line = status.decode() if isinstance(status, bytes) else str(status)
-        if self._greeted and not self._plain_replies:  # RFC 2034: all but these carry one
+        greeting, self._greeted = not self._greeted, True
+        if not greeting and not self._plain_replies:  # RFC 2034: all but these carry one
             line = replies.with_status_code(line)
-        self._greeted = True
         await super().push(line)
-        if line[3:4] != "-":
+        if not greeting and line[3:4] != "-":
             await self._count_reply(line)
 
     async def _count_reply(self, line: str) -> None:
@@ -290,6 +293,13 @@ class SmtpProtocol(SMTP):
         if self.tls_context is not None and self._tls_protocol is None:
             names.append("STARTTLS")
         return names
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            await self.push(replies.BAD_SEQUENCE.with_text(reason="TLS already active").line)
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
