@@ -81,7 +81,7 @@ def test_cname_is_followed(resolver: Resolver) -> None:
 
 
 def test_unknown_name_is_no_such_domain(resolver: Resolver) -> None:
-    with pytest.raises(NoSuchDomain, match="nowhere.test"):
+    with pytest.raises(NoSuchDomain, match=r"nowhere\.test"):
         run(resolver.mx("nowhere.test"))
     with pytest.raises(NoSuchDomain):
         run(resolver.addresses("nowhere.test"))
@@ -90,7 +90,7 @@ def test_unknown_name_is_no_such_domain(resolver: Resolver) -> None:
 
 
 def test_servfail_is_temporary(resolver: Resolver) -> None:
-    with pytest.raises(DnsTemporaryError, match="broken.test"):
+    with pytest.raises(DnsTemporaryError, match=r"broken\.test"):
         run(resolver.mx("broken.test"))
     with pytest.raises(DnsTemporaryError):
         run(resolver.addresses("broken.test"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, When
+from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
@@ -88,7 +88,7 @@ def claim_jobs(worker_id: str, limit: int) -> list[DeliveryJob]:
             leased_by=worker_id, lease_expires_at=lease_until, last_attempt_at=now,
             # A lease that ran out means the worker holding it died with the job.
             crashes=Case(When(lease_expires_at__isnull=False, then=F("crashes") + 1),
-                         default=F("crashes")),
+                         default=F("crashes"), output_field=PositiveIntegerField()),
         )
         return list(DeliveryJob.objects.filter(leased_by=worker_id, lease_expires_at=lease_until,
                                                state=DeliveryJob.State.QUEUED))

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import Error as DatabaseError
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail.deliver import (
@@ -256,6 +256,7 @@ class _WorkerLoop:
             await _db(release_leases, self.worker_id)
         except DatabaseError:
             log.exception("releasing leases failed; they expire by themselves")
+        await _db(connections.close_all)
 
 
 async def run_worker(stop: asyncio.Event, *, worker_id: str | None = None,
