@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 REASON_LIMIT = 500
 TEXT_LIMIT = 100_000  # how much prose of a non-standard bounce is searched for a status
 _STATUS = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?![\w.]*\d)")
-_ADDRESS_IN_LINE = re.compile(r"<?([^\s<>()\[\],;:\"]+@[^\s<>()\[\],;:\"]+?)>?(?=[\s:;,.]|$)")
+_ADDRESS_IN_LINE = re.compile(
+    r"<([^<>\s]+@[^<>\s]+)>|([^\s<>()\[\],;:\"]+@[A-Za-z0-9.-]*[A-Za-z0-9])")
 _TAG = re.compile(r"<[^>]*>")
 _BOUNCE_SENDERS = ("mailer-daemon@", "postmaster@", "mail-daemon@", "mailer_daemon@")
 _BOUNCE_SUBJECT = re.compile(
@@ -166,7 +167,7 @@ def _prose_failure(message: Message) -> Failure | None:
 def _failed_recipient(message: Message, line: str) -> str:
     named = _address_or_empty(str(message.get("x-failed-recipients", "")).split(",")[0])
     match = _ADDRESS_IN_LINE.search(line)
-    return named or (_address_or_empty(match.group(1)) if match else "")
+    return named or (_address_or_empty(match.group(1) or match.group(2)) if match else "")
 
 
 def _text_lines(message: Message) -> Iterator[str]:
