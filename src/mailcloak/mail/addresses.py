@@ -126,7 +126,8 @@ def _without_route(inner: str) -> str | None:
     if match is None:
         return None
     hops = match.group(0)[1:-1].split(",@")
-    if any(_normalise_domain(hop, smtputf8=False) is None for hop in hops):
+    if any(hop.startswith("[") or _normalise_domain(hop, smtputf8=False) is None
+           for hop in hops):  # At-domain is "@" Domain: no address literals
         return None
     return inner[match.end():]
 

@@ -221,7 +221,7 @@ class SmtpProtocol(SMTP):
         if not self._committing and self._can_write():
             self._closing = True
             self._writer.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
-            self.transport.close()
+            self._writer.close()
 
     def _can_write(self) -> bool:
         return not self._closing and self.transport is not None and not self.transport.is_closing()
@@ -491,10 +491,10 @@ async def _serve_until_stopped(config: Config, *, reuse_port: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("SMTP server on %s", listen)
+    log.info("SMTP server on %s (process %d)", listen, os.getpid())
     await stop.wait()
     await server.stop()
-    log.info("SMTP server on %s stopped", listen)
+    log.info("SMTP server on %s stopped (process %d)", listen, os.getpid())
     return 0
 
 

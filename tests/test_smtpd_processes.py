@@ -1,0 +1,91 @@
+"""`mailcloak smtpd` as the operator runs it: several processes sharing the port."""
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MAILCLOAK_") and k != "DJANGO_SETTINGS_MODULE"}
+    clean.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
+                 MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{free_port()}", MAILCLOAK_SMTP_PROCESSES="2")
+    return clean
+
+
+def mailcloak(env, *args):
+    done = subprocess.run([MAILCLOAK, *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def wait_for_greeting(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+                client.noop()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not answer")
+
+
+@pytest.mark.slow
+def test_processes_share_the_port_and_stop_on_sigterm(env):
+    mailcloak(env, "migrate")
+    mailcloak(env, "user", "add", "owner@mailbox.test")
+    alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
+    port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
+    server = subprocess.Popen([MAILCLOAK, "smtpd"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_greeting(port, server)
+        for n in range(4):
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.ehlo("client.test")
+                client.mail("a@sender.test")
+                assert client.rcpt(alias)[0] == 250
+                code, text = client.data(f"From: a@sender.test\r\nSubject: {n}\r\n\r\nbody\r\n")
+                assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=30)
+    assert server.returncode == 0, log
+    started = [line for line in log.splitlines() if "SMTP server on" in line
+               and "stopped" not in line]
+    assert len(started) == 2 and len({line.rsplit(" ", 1)[1] for line in started}) == 2
+    assert log.count("stopped") == 2
+    assert log.count(" 250 2.0.0 ") == 4
+    assert "body" not in log and "a@sender.test" not in log
+
+
+@pytest.mark.slow
+def test_port_taken_by_another_program(env):
+    port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        done = subprocess.run([MAILCLOAK, "smtpd"], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"mailcloak: cannot listen on 127.0.0.1:{port}: "
+                                   "Address already in use")
