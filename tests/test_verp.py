@@ -44,7 +44,9 @@ def test_parse_ignores_case_and_angle_brackets() -> None:
 
 def _tampered(address: str) -> list[str]:
     local, domain = address.split("@")
-    prefix, queue, alias, tag = re.fullmatch(r"(bounce\+)(\w+)\.(\d+)\.(\w+)", local).groups()
+    match = re.fullmatch(r"(bounce\+)(\w+)\.(\d+)\.(\w+)", local)
+    assert match is not None
+    prefix, queue, alias, tag = match.groups()
     flipped = ("b" if tag[0] == "a" else "a") + tag[1:]
     return [
         f"{prefix}{queue}.{alias}.{flipped}@{domain}",  # damaged tag
