@@ -249,6 +249,24 @@ class Deliverer:
         failures: list[str] = []
         policy = self._relay_policy if route.kind == "relay" else self._direct_policy
         attempts = 0
+        async for target in self._targets(route, failures):
+            if attempts == MAX_CONNECTION_ATTEMPTS:
+                break
+            attempts += 1
+            try:
+                connection = await self._connect(target, policy)
+            except HostFailure as exc:
+                failures.append(str(exc))
+                continue
+            return await self._transact(connection, mail_from, recipients, content)
+        reason = "4.4.1 no mail server could be reached: " + "; ".join(failures[-3:])
+        log.info("delivery to %s failed: %s", recipient_domain(recipients[0]), reason)
+        if route.is_mx and self.local_fallback:
+            return [KeptInLocalOutbox(r, reason) for r in recipients]
+        return [TemporaryFailure(r, reason) for r in recipients]
+
+    async def _targets(self, route: Route, failures: list[str]) -> AsyncIterator[Target]:
+        """Each address of each host in order, resolved only when the previous ones failed."""
         for host, port in route.hosts:
             try:
                 targets = await self.router.targets(route, host, port)
@@ -256,20 +274,7 @@ class Deliverer:
                 failures.append(str(exc))
                 continue
             for target in targets:
-                attempts += 1
-                if attempts > MAX_CONNECTION_ATTEMPTS:
-                    break
-                try:
-                    connection = await self._connect(target, policy)
-                except HostFailure as exc:
-                    failures.append(str(exc))
-                    continue
-                return await self._transact(connection, mail_from, recipients, content)
-        reason = "4.4.1 no mail server could be reached: " + "; ".join(failures[-3:])
-        log.info("delivery to %s failed: %s", ", ".join(recipients), reason)
-        if route.is_mx and self.local_fallback:
-            return [KeptInLocalOutbox(r, reason) for r in recipients]
-        return [TemporaryFailure(r, reason) for r in recipients]
+                yield target
 
     async def _connect(self, target: Target, policy: SessionPolicy) -> SmtpConnection:
         """A reused idle session to `target` if one is alive, else a new one."""

@@ -187,6 +187,7 @@ def _apply(job: DeliveryJob, message: QueuedMessage, result: DeliveryResult, sen
     if isinstance(result, Delivered):
         job.delivered_to, job.tls, job.last_error = result.remote[:300], result.tls, ""
         _finish(job, DeliveryJob.State.DELIVERED, now)
+        log.info("job %s delivered to %s%s", job.id, result.remote, " with TLS" * result.tls)
     elif isinstance(result, KeptInLocalOutbox):
         store_in_local_outbox(message.mail_from, job.recipient, sent)
         job.delivered_to, job.last_error = LOCAL_OUTBOX, result.reason
