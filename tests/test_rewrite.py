@@ -184,3 +184,19 @@ def test_rewritten_fields_use_the_message_line_ending() -> None:
 
 def test_field_value_is_read_from_raw_bytes() -> None:
     assert HeaderField("X", b"X:  a\r\n\tb  \r\n").value == "a\tb"
+
+
+def test_repeated_single_fields_keep_the_first_and_address_lists_are_joined() -> None:
+    result = rewrite("From: a@example.com\nSubject: first\nTo: x@example.org\n"
+                     "Date:\nDate: Tue, 3 Mar 2026 10:13:57 +0100\nSubject: second\n"
+                     "Message-ID: <1@x>\nMessage-ID: <2@x>\nTo: Y <y@example.org>\n"
+                     "Cc: only@example.org\n")
+    assert result.splitlines()[1:] == [
+        "Subject: first", "To: x@example.org, Y <y@example.org>",
+        "Date: Tue, 3 Mar 2026 10:13:57 +0100", "Message-ID: <1@x>", "Cc: only@example.org"]
+
+
+def test_extra_mailto_recipients_are_dropped_even_when_percent_encoded() -> None:
+    result = rewrite("From: a@example.com\n"
+                     "List-Help: <mailto:help@example.org?%63c=boss@example.org&%54O=x@y&s=1>\n")
+    assert "List-Help: <mailto:r.2@alias.test?s=1>" in result

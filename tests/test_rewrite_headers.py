@@ -210,3 +210,8 @@ def test_parse_mailboxes(value: str, expected: list[tuple[str, str]]) -> None:
 ])
 def test_parse_envelope_address(value: str, expected: str) -> None:
     assert parse_envelope_address(value) == expected
+
+
+def test_a_line_break_in_a_value_never_starts_a_new_field() -> None:
+    assert fold("Subject", 'a\r\nBcc: x@example.org "q\rb"') == (
+        b'Subject: a Bcc: x@example.org "q b"\r\n')

@@ -28,7 +28,9 @@ _QUOTED_OR_WORD = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^\s"])+')
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _Q_SAFE = frozenset(string.ascii_letters + string.digits + "!*+-/")
 _WORD_AND_SPACE = re.compile(r"[^ ]+ ?| ")
-_WORD_ROOM = 75 - len("=?utf-8?q??=")  # RFC 2047: an encoded word is at most 75 characters
+# RFC 2047 allows encoded words of 75 characters; 72 keeps "From: " and one word within 78.
+_WORD_ROOM = 72 - len("=?utf-8?q??=")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def fold(name: str, value: str, eol: bytes = CRLF) -> bytes:
     lines: list[str] = []
     line = name + ":"
     has_word = False
-    for unit in _fold_units(value):
+    for unit in _fold_units(_LINE_BREAKS.sub(" ", value)):  # a value can never add a field
         if has_word and _octets(line) + 1 + _octets(unit) > FOLD_WIDTH:
             lines.append(line)
             line = " " + unit

@@ -41,6 +41,10 @@ LIST_FIELDS = frozenset({
 })
 # Fields that must appear at most once: an empty one is dropped and replaced by ours.
 REQUIRED_ONCE = frozenset({"message-id", "date"})
+# RFC 5322 allows these once; large providers refuse mail that repeats them, so a repeat is
+# dropped (the first is what mail clients show) or, for address lists, merged into the first.
+SINGLE_FIELDS = frozenset({"date", "message-id", "subject", "in-reply-to", "references"})
+ADDRESS_LISTS = frozenset({"to", "cc", "bcc"})
 NAME_LIMIT = 100
 
 _ANGLE_URL = re.compile(r"<([^<>]*)>")
@@ -79,22 +83,22 @@ class Rewriter:
 
     def rewrite(self, fields: list[HeaderField]) -> list[HeaderField]:
         """The new header: fields in their original order, each kept, replaced or removed.
-        Repeated From or reply fields are merged into one at the place of the first."""
+        Repeated address fields are merged into one at the place of the first."""
         result: list[HeaderField] = []
-        merged: set[str] = set()
+        seen: set[str] = set()
         for field in fields:
             key = field.key
-            if self._is_removed(field):
+            if self._is_removed(field) or (key in SINGLE_FIELDS and key in seen):
                 continue
-            if key == "from" or key in REPLY_FIELDS:
-                if key not in merged:
-                    merged.add(key)
+            if key == "from" or key in REPLY_FIELDS or key in ADDRESS_LISTS:
+                if key not in seen:
                     result.extend(self._merged_field(key, fields))
             elif key in LIST_FIELDS:
                 result.extend(self._list_field(field))
             else:
                 result.append(field)
-        if "from" not in merged:
+            seen.add(key)
+        if "from" not in seen:
             result.append(self._from_field("From"))
         return result
 
@@ -114,6 +118,11 @@ class Rewriter:
         same = [field for field in fields if field.key == key]
         if key == "from":
             yield self._from_field(same[0].name)
+            return
+        if key in ADDRESS_LISTS:  # kept as they are, only repeats joined: nobody answers here
+            values = [field.value for field in same if field.value]
+            yield same[0] if len(same) == 1 else HeaderField.build(
+                same[0].name, ", ".join(values), self.eol)
             return
         mailboxes: dict[str, Mailbox] = {}
         for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
@@ -155,8 +164,8 @@ class Rewriter:
         reversed_ = [self._reverse_address(a, "") for a in addresses if is_plausible_address(a)]
         if not reversed_:
             return None
-        params = [p for p in query.split("&")
-                  if p and p.split("=", 1)[0].lower() not in _MAILTO_ADDRESS_PARAMS]
+        params = [p for p in query.split("&") if p and urllib.parse.unquote(
+            p.split("=", 1)[0]).lower() not in _MAILTO_ADDRESS_PARAMS]
         return "mailto:" + ",".join(reversed_) + ("?" + "&".join(params) if params else "")
 
 
