@@ -43,7 +43,7 @@ class QueuedMessageAdmin(ReadOnlyAdmin):
 @admin.register(DeliveryJob)
 class DeliveryJobAdmin(ReadOnlyAdmin):
     list_display = ("message", "recipient", "state", "attempts", "next_attempt_at",
-                    "expires_at")
+                    "delivered_to", "expires_at")
     list_filter = ("state",)
     search_fields = ("recipient", "domain", "message__queue_id")
     list_select_related = ("message",)
