@@ -366,10 +366,49 @@ def test_too_many_commands_close_the_session(db):
     with RunningServer(test_options(max_commands=5)) as server, \
             RawClient(server.host, server.port) as raw:
         raw.reply()
-        raw.send(b"NOOP\r\n" * 10)
+        raw.send(b"NOOP\r\n" * 20)
         assert raw.replies(5) == ["250 2.0.0 OK"] * 5
         assert raw.reply() == "421 4.7.0 Too many commands, closing connection"
         assert raw.closed()
+
+
+def test_command_limit_lets_a_transaction_finish(alias):
+    with RunningServer(test_options(max_commands=5)) as server, \
+            RawClient(server.host, server.port) as raw:
+        raw.reply()
+        raw.command("EHLO client.test")
+        raw.send(f"MAIL FROM:<a@sender.test>\r\nRCPT TO:<{alias.address}>\r\n".encode()
+                 + b"NOOP\r\nNOOP\r\nDATA\r\n")
+        assert [r[:3] for r in raw.replies(5)] == ["250", "250", "250", "250", "354"]
+        raw.send(MESSAGE + b".\r\n")
+        assert raw.reply().startswith("250 2.0.0 Ok: queued as ")
+        assert raw.reply() == "421 4.7.0 Too many commands, closing connection"
+    assert QueuedMessage.objects.count() == 1
+
+
+def test_command_limit_is_hard_at_twice_the_limit(db):
+    with RunningServer(test_options(max_commands=3)) as server, \
+            RawClient(server.host, server.port) as raw:
+        raw.reply()
+        raw.send(b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\n" + b"NOOP\r\n" * 10)
+        raw.reply()
+        assert raw.replies(5) == ["250 2.1.0 Sender ok"] + ["250 2.0.0 OK"] * 4
+        assert raw.reply() == "421 4.7.0 Too many commands, closing connection"
+
+
+def test_too_many_recipients_are_not_errors(user):
+    from mailcloak.aliases.services import create_alias
+
+    target = create_alias(user).address
+    with RunningServer(test_options(max_recipients=1, max_errors=3)) as server, \
+            RawClient(server.host, server.port) as raw:
+        raw.reply()
+        raw.command("EHLO client.test")
+        raw.send(b"MAIL FROM:<a@sender.test>\r\n"
+                 + f"RCPT TO:<{target}>\r\n".encode() * 6 + b"DATA\r\n")
+        assert [r[:3] for r in raw.replies(8)] == ["250", "250"] + ["452"] * 5 + ["354"]
+        raw.send(MESSAGE + b".\r\n")
+        assert raw.reply().startswith("250 ")
 
 
 def test_unrecognised_commands_close_the_session(server):

@@ -62,9 +62,10 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
         for n in range(4):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
                 client.ehlo("client.test")
-                client.mail("a@sender.test")
+                client.mail("walrus@sender.test")
                 assert client.rcpt(alias)[0] == 250
-                code, text = client.data(f"From: a@sender.test\r\nSubject: {n}\r\n\r\nbody\r\n")
+                code, text = client.data(
+                    f"From: walrus@sender.test\r\nSubject: {n}\r\n\r\nsecret-body\r\n")
                 assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
     finally:
         server.send_signal(signal.SIGTERM)
@@ -75,11 +76,12 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
     assert len(started) == 2 and len({line.rsplit(" ", 1)[1] for line in started}) == 2
     assert log.count("stopped") == 2
     assert log.count(" 250 2.0.0 ") == 4
-    assert "body" not in log and "a@sender.test" not in log
+    assert "secret-body" not in log and "walrus" not in log
 
 
 @pytest.mark.slow
 def test_port_taken_by_another_program(env):
+    mailcloak(env, "migrate")
     port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
@@ -89,3 +91,12 @@ def test_port_taken_by_another_program(env):
     assert done.returncode == 1
     assert done.stderr.strip() == (f"mailcloak: cannot listen on 127.0.0.1:{port}: "
                                    "Address already in use")
+
+
+@pytest.mark.slow
+def test_database_not_ready_is_one_line(env):
+    done = subprocess.run([MAILCLOAK, "smtpd"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("mailcloak: database not ready: ")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -44,7 +44,7 @@ from mailcloak.mail.addresses import (
 )
 from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
-from mailcloak.settings import Config
+from mailcloak.settings import Config, ConfigError
 
 log = logging.getLogger("mailcloak.smtpd")
 T = TypeVar("T")
@@ -58,8 +58,8 @@ class ServerOptions:
     max_connections: int
     tls_context: ssl.SSLContext | None
     log_key: bytes  # keys the hashes that stand for addresses in the log
-    max_commands: int = 1000  # per connection
-    max_errors: int = 20  # 4xx/5xx replies per connection
+    max_commands: int = 2000  # per connection; ended between transactions (hard stop at 2x)
+    max_errors: int = 20  # 4xx/5xx replies per connection, "too many recipients" aside
     idle_timeout: float = 300.0  # seconds without a command (or DATA progress)
     database_threads: int = 4
 
@@ -237,15 +237,23 @@ class SmtpProtocol(SMTP):
 
     async def _count_reply(self, line: str) -> None:
         self._replies += 1
-        self._errors += line[:1] in ("4", "5")
+        # 452 asks a client to send the other recipients later: no misbehaviour.
+        self._errors += line[:1] in ("4", "5") and not line.startswith("452")
         if self._closing or self.transport is None:
             return
         if self._shutdown_requested:
             await self._close_with(replies.SHUTTING_DOWN)
-        elif self._replies >= self.options.max_commands:
-            await self._close_with(replies.TOO_MANY_COMMANDS)
         elif self._errors >= self.options.max_errors:
             await self._close_with(replies.TOO_MANY_ERRORS)
+        elif self._over_command_limit():
+            await self._close_with(replies.TOO_MANY_COMMANDS)
+
+    def _over_command_limit(self) -> bool:
+        """Past the limit, close between transactions so no message is cut short; past twice
+        the limit, close anyway."""
+        limit = self.options.max_commands
+        between = self.envelope is None or not self.envelope.mail_from
+        return self._replies >= limit * 2 or (self._replies >= limit and between)
 
     async def _close_with(self, reply: Reply) -> None:
         self._closing = True
@@ -472,7 +480,11 @@ class ListenError(Exception):
 
 def serve(config: Config) -> int:
     """Run MAILCLOAK_SMTP_PROCESSES server processes on MAILCLOAK_SMTP_LISTEN until SIGTERM."""
+    from mailcloak.aliases.services import sync_configured_domains
+
     ServerOptions.from_config(config)  # settle TLS (and make the local certificate) once, first
+    sync_configured_domains()  # fails here, once and clearly, when the database is not ready
+    connections.close_all()  # no connection may be shared with the processes forked below
     processes = max(1, config.smtp_processes)
     if processes == 1:
         return asyncio.run(_serve_until_stopped(config, reuse_port=False))
@@ -548,7 +560,10 @@ def _child_main() -> None:
 
     try:
         code = asyncio.run(_serve_until_stopped(mailcloak_settings.get(), reuse_port=True))
-    except ListenError as exc:
+    except (ListenError, ConfigError) as exc:
         log.error("%s", exc)
+        code = 1
+    except DatabaseError as exc:
+        log.error("database error: %s", intake.describe(exc))
         code = 1
     raise SystemExit(code)
