@@ -2,6 +2,8 @@
 
 import logging
 import smtplib
+import threading
+import time
 
 import pytest
 from django.db import OperationalError
@@ -436,6 +438,40 @@ def test_stopping_closes_idle_sessions(db):
         server.__exit__(None, None, None)
     assert raw.reply() == "421 4.3.2 Service shutting down, try again later"
     raw.sock.close()
+
+
+def test_stopping_lets_a_message_being_stored_get_its_reply(alias, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    real_accept = intake.accept
+
+    def slow_accept(message):
+        started.set()
+        release.wait(10)
+        return real_accept(message)
+
+    monkeypatch.setattr(intake, "accept", slow_accept)
+    server = RunningServer().__enter__()
+    stopper = threading.Thread(target=server.__exit__, args=(None, None, None))
+    try:
+        with RawClient(server.host, server.port) as raw:
+            raw.reply()
+            raw.command("EHLO client.test")
+            raw.send(f"MAIL FROM:<a@sender.test>\r\nRCPT TO:<{alias.address}>\r\nDATA\r\n"
+                     .encode())
+            raw.replies(3)
+            raw.send(MESSAGE + b".\r\n")
+            assert started.wait(10)
+            stopper.start()
+            sessions = server.server.sessions.live
+            while not all(session._shutdown_requested for session in sessions):
+                time.sleep(0.01)
+            release.set()
+            assert raw.reply().startswith("250 2.0.0 Ok: queued as ")
+            assert raw.reply() == "421 4.3.2 Service shutting down, try again later"
+    finally:
+        release.set()
+        stopper.join(30)
+    assert QueuedMessage.objects.count() == 1
 
 
 # --- logs ------------------------------------------------------------------------------------
