@@ -20,7 +20,7 @@ from mailcloak.mail.deliver import DeliveryOptions
 from mailcloak.mail.dkimkeys import create_keys, key_directory, signing_keys
 from mailcloak.mail.dns import use_resolver
 from mailcloak.mail.dnsrecords import domain_records
-from mailcloak.mail.jobs import MAX_CRASHES, claim_jobs, release_leases
+from mailcloak.mail.jobs import MAX_CRASHES, claim_jobs, release_leases, renew_leases
 from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
 from mailcloak.mail.queue import enqueue
 from mailcloak.mail.worker import process_due_jobs, run_worker, wake
@@ -230,7 +230,10 @@ def test_claims_never_overlap(db: None) -> None:
     assert {job.id for job in first}.isdisjoint(job.id for job in second)
     assert claim_jobs("worker-3", 10) == []
     assert release_leases("worker-1") == 2
-    assert len(claim_jobs("worker-3", 10)) == 2
+    assert len(claim_jobs("worker-3", 10, lease=timedelta(seconds=30))) == 2
+    assert renew_leases("worker-3", timedelta(minutes=10)) == 2
+    renewed = DeliveryJob.objects.filter(leased_by="worker-3")
+    assert all(job.lease_expires_at > timezone.now() + timedelta(minutes=9) for job in renewed)
 
 
 def test_a_job_whose_worker_died_is_claimed_again_once_the_lease_expires(

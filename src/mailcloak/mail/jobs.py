@@ -34,7 +34,10 @@ from mailcloak.mail.queue import recipient_domain
 
 log = logging.getLogger("mailcloak.worker")
 
-LEASE = timedelta(minutes=15)  # longer than any delivery attempt with all its timeouts
+# A running worker renews its leases, so a short one brings a killed worker's jobs back soon.
+WORKER_LEASE = timedelta(seconds=30)
+# A one-off pass (process_due_jobs) renews nothing: longer than any attempt with its timeouts.
+BATCH_LEASE = timedelta(minutes=15)
 MAX_CRASHES = 5
 BACKOFF_FIRST = 60.0  # seconds; doubles with each attempt...
 BACKOFF_CAP = 3600.0  # ...up to an hour
@@ -72,10 +75,11 @@ def _due(now: datetime) -> Q:
     return Q(state=DeliveryJob.State.QUEUED, next_attempt_at__lte=now) & lease_free
 
 
-def claim_jobs(worker_id: str, limit: int) -> list[DeliveryJob]:
+def claim_jobs(worker_id: str, limit: int, lease: timedelta = BATCH_LEASE
+               ) -> list[DeliveryJob]:
     """Lease up to `limit` due jobs to `worker_id`, oldest due first."""
     now = timezone.now()
-    lease_until = now + LEASE
+    lease_until = now + lease
     with transaction.atomic():
         due = DeliveryJob.objects.filter(_due(now)).order_by("next_attempt_at", "id")
         if connection.vendor == "postgresql":
@@ -125,8 +129,15 @@ def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
     return list(deliveries.values())
 
 
-def claim_deliveries(worker_id: str, limit: int) -> list[Delivery]:
-    return plan_deliveries(claim_jobs(worker_id, limit), worker_id)
+def claim_deliveries(worker_id: str, limit: int, lease: timedelta = BATCH_LEASE
+                     ) -> list[Delivery]:
+    return plan_deliveries(claim_jobs(worker_id, limit, lease), worker_id)
+
+
+def renew_leases(worker_id: str, lease: timedelta) -> int:
+    """Extend the leases of the jobs `worker_id` is still working on."""
+    return DeliveryJob.objects.filter(leased_by=worker_id, state=DeliveryJob.State.QUEUED
+                                      ).update(lease_expires_at=timezone.now() + lease)
 
 
 # --- recording outcomes ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,11 +42,13 @@ from mailcloak.mail.deliver import (
 )
 from mailcloak.mail.dkimkeys import DkimKeyError
 from mailcloak.mail.jobs import (
+    WORKER_LEASE,
     Delivery,
     claim_deliveries,
     record_crash,
     record_results,
     release_leases,
+    renew_leases,
 )
 from mailcloak.mail.sign import SigningError, sign_message
 
@@ -56,6 +59,7 @@ POLL_INTERVAL = 0.5  # seconds between looks at the queue when there is nothing 
 DATABASE_RETRY = 5.0  # seconds to wait after the database failed us
 MESSAGES_PER_LANE = 4  # a second session to a domain pays off once this many messages wait
 SHUTDOWN_GRACE = 30.0  # seconds running deliveries get to finish when stopping
+RENEW_EVERY = WORKER_LEASE.total_seconds() / 3  # leases of jobs in hand are renewed this often
 
 
 def new_worker_id() -> str:
@@ -201,6 +205,7 @@ class _WorkerLoop:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
         self.runner = Runner(deliverer, self._record)
+        self.renewed_at = time.monotonic()
 
     async def _record(self, outcome: Outcome) -> None:
         try:
@@ -216,10 +221,22 @@ class _WorkerLoop:
     async def run(self) -> None:
         while not self.stop.is_set():
             pause = await self._claim_and_start()
+            await self._renew_leases()
             await self.deliverer.close_idle()
             if pause:
                 await self._sleep(pause)
         await self._shutdown()
+
+    async def _renew_leases(self) -> None:
+        """Keep the jobs in hand ours; a worker killed stops renewing, and they come back."""
+        if time.monotonic() - self.renewed_at < RENEW_EVERY:
+            return
+        self.renewed_at = time.monotonic()
+        if self.in_flight:
+            try:
+                await _db(renew_leases, self.worker_id, WORKER_LEASE)
+            except DatabaseError:
+                log.exception("renewing leases failed")
 
     async def _claim_and_start(self) -> float:
         """Start delivering whatever is due; returns how long to pause (0: look again now)."""
@@ -227,7 +244,7 @@ class _WorkerLoop:
         if free <= 0:
             return POLL_INTERVAL
         try:
-            deliveries = await _db(claim_deliveries, self.worker_id, free)
+            deliveries = await _db(claim_deliveries, self.worker_id, free, WORKER_LEASE)
         except DatabaseError:
             log.exception("claiming jobs failed")
             return DATABASE_RETRY
