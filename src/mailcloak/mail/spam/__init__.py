@@ -1,0 +1,1 @@
+"""Spam detection: one verdict interface, several engines (builtin, rspamd, spamassassin)."""
