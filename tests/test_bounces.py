@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcloak.aliases.models import Alias
 from mailcloak.aliases.services import delete_alias
@@ -223,3 +225,21 @@ def test_recipient_and_status_from_a_single_line(content_type: str, text: str,
     [failure] = permanent_failures(raw)
     assert failure.recipient == recipient
     assert failure.status in text
+
+
+PIECES = [
+    b"Content-Type: multipart/report; boundary=b\r\n", b"Content-Type: message/delivery-status\r\n",
+    b"Content-Type: text/plain; charset*=''\r\n", b'Content-Type: text/plain; charset="\xff"\r\n',
+    b"Content-Type: text/html; charset=idna\r\n", b"Content-Transfer-Encoding: base64\r\n",
+    b"--b\r\n", b"--b--\r\n", b"\r\n", b"Action: failed\r\n", b"Status: 5.1.1\r\n",
+    b"Final-Recipient: rfc822;\r\n", b"From: MAILER-DAEMON@x\r\n", b"X-Failed-Recipients: ,\r\n",
+    b"Diagnostic-Code: smtp; 550 5.1.1 \xff\r\n", b"Content-Type: message/rfc822\r\n", b"\x00",
+    b"=?utf-8?b?", b"\xff\xfe", b"550 5.1.1 <a@b.c>\r\n", b"4.4.1\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40))
+def test_no_input_makes_bounce_parsing_raise(pieces: list[bytes]) -> None:
+    for failure in permanent_failures(b"".join(pieces)):
+        assert failure.status[0] in "45" and len(failure.reason) <= 500

@@ -4,6 +4,8 @@ recording stand-in for the contact store."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcloak.mail.headers import HeaderField, split_message
 from mailcloak.mail.policy_email import Mailbox
@@ -200,3 +202,28 @@ def test_extra_mailto_recipients_are_dropped_even_when_percent_encoded() -> None
     result = rewrite("From: a@example.com\n"
                      "List-Help: <mailto:help@example.org?%63c=boss@example.org&%54O=x@y&s=1>\n")
     assert "List-Help: <mailto:r.2@alias.test?s=1>" in result
+
+
+HOSTILE = [
+    b"From: ", b"Reply-To: ", b"List-Post: ", b"To: ", b"Date:", b"Message-ID:",
+    b"Authentication-Results: ", b"X-Mailcloak-Alias: ", b"\r\n", b"\n", b" ", b"\t", b"\r",
+    b"a@example.com", b"<>", b",", b";", b":", b'"', b"\\", b"(", b")", b"<", b">", b"@",
+    b"[1.2.3.4]", b"=?utf-8?q?", b"=?x?b?", b"?=", b"=0D=0A", b"=C3=A9", b"\xe9", b"\xff",
+    b"\x00", b"mailto:", b"%2C", b"?to=", b"&", "\ue000".encode(),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HOSTILE), max_size=40))
+def test_hostile_headers_always_give_a_well_formed_header(pieces: list[bytes]) -> None:
+    fields = split_message(b"".join(pieces) + b"\r\n\r\nbody").fields
+    book = ReverseBook()
+    sender = original_sender(fields, "envelope@example.net") or Mailbox("", "e@example.net")
+    rewriter = Rewriter(alias_address=ALIAS, hostname="mail.alias.test", sender=sender,
+                        sender_reverse="r.0@alias.test", name_format=FORMAT, reverse=book,
+                        eol=b"\r\n")
+    result = rewriter.rewrite(fields)
+    assert [field.key for field in result].count("from") == 1
+    for field in result:  # (untouched fields keep their own line endings)
+        lines = field.raw.split(b"\n")
+        assert lines[-1] == b"" and all(line[:1] in (b" ", b"\t") for line in lines[1:-1])

@@ -173,6 +173,9 @@ def unfold(raw: bytes) -> str:
     ("=?base64?q?abc?=", "abc"),  # a codec that is no text encoding
     ("=?utf-8?b?a?=", "=?utf-8?b?a?="),  # broken base64 stays as it was
     ("=?utf-8?b?w6k?=", "é"),  # missing padding
+    ("=?utf-8?q?caf\u00e9?=", "café"),  # raw 8-bit text inside an encoded word
+    ("=?idna?q?xn--=FF?=", "xn--ÿ"),  # a codec that cannot replace errors
+    ("=?undefined?q?a?=", "a"),
     ("no words", "no words"),
 ])
 def test_decode_words_never_raises(text: str, expected: str) -> None:

@@ -77,7 +77,16 @@ def record_dsn(raw: bytes, bounce_address: str) -> None:
 def permanent_failures(raw: bytes) -> list[Failure]:
     """The permanent failures a bounce message reports; [] for delays, successes and mail
     that is no bounce at all."""
-    message = email.message_from_bytes(raw, policy=READ_POLICY)
+    try:
+        return _failures(email.message_from_bytes(raw, policy=READ_POLICY))
+    except (LookupError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # The email package has more ways to trip over hostile structure than can be listed;
+        # such mail is no readable bounce.
+        log.info("unreadable bounce ignored (%s)", type(exc).__name__)
+        return []
+
+
+def _failures(message: Message) -> list[Failure]:
     reports = [part for part in _own_parts(message)
                if part.get_content_type() == "message/delivery-status"]
     if reports:
@@ -91,9 +100,8 @@ def permanent_failures(raw: bytes) -> list[Failure]:
 def _own_parts(message: Message) -> Iterator[Message]:
     """The parts of the bounce itself, not of the returned original inside it."""
     yield message
-    payload = message.get_payload()
-    if isinstance(payload, list) and message.get_content_maintype() != "message":
-        for part in payload:
+    if message.is_multipart() and message.get_content_maintype() != "message":
+        for part in message.get_payload():
             if isinstance(part, Message):
                 yield from _own_parts(part)
 
@@ -116,12 +124,11 @@ def _dsn_failures(report: Message) -> Iterator[Failure]:
 
 def _status_blocks(report: Message) -> list[dict[str, str]]:
     """The per-recipient field blocks of a delivery-status part, names lower-cased."""
-    payload = report.get_payload()
-    if isinstance(payload, list):  # the parser already split the blocks
+    if report.is_multipart():  # the parser already split the blocks
         return [{k.lower(): clean_text(str(v)) for k, v in part.items()}
-                for part in payload if isinstance(part, Message)]
+                for part in report.get_payload() if isinstance(part, Message)]
     data = report.get_payload(decode=True)
-    text = decode_raw(data) if isinstance(data, bytes) else str(payload)
+    text = decode_raw(data) if isinstance(data, bytes) else ""
     blocks = []
     for chunk in re.split(r"\r?\n[ \t]*\r?\n", text):
         fields = email.message_from_string(chunk.strip() + "\n", policy=READ_POLICY)
@@ -188,7 +195,7 @@ def _decode_part(data: bytes, charset: str | None) -> str:
     if charset:
         try:
             return data.decode(charset, errors="replace")
-        except LookupError:
+        except (LookupError, ValueError):  # unknown, not a text codec, or one like idna
             pass
     return decode_raw(data)
 

@@ -54,7 +54,7 @@ def decode_words(text: str) -> str:
 
 def _decode_word(match: re.Match[str]) -> str:
     charset, encoding, text = match.group(1), match.group(2).lower(), match.group(3)
-    data = text.encode("ascii", errors="surrogateescape")
+    data = text.encode("utf-8", errors="surrogateescape")  # should be ASCII; may not be
     if encoding == "q":
         data = _QP_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
     else:
@@ -68,7 +68,7 @@ def _decode_word(match: re.Match[str]) -> str:
 def _decode_charset(data: bytes, charset: str) -> str:
     try:
         return data.decode(charset, errors="replace")
-    except LookupError:  # unknown, made-up or non-text codec ("base64"): make the best of it
+    except (LookupError, ValueError):  # unknown, made-up, not for text (base64), idna...
         return decode_raw(data)
 
 
