@@ -215,3 +215,13 @@ def test_contact_error_when_no_free_reverse_address_is_found(alias: Alias,
 
 def test_long_names_are_cut_to_the_column_size(alias: Alias) -> None:
     assert len(contact_for(alias, "a@example.com", "n" * 500).display_name) == 200
+
+
+def test_nul_and_control_characters_never_reach_the_database(alias: Alias) -> None:
+    content = forward(alias, b'From: "A\x00B\x1b[31m" <a@example.com>\r\n'
+                             b"Reply-To: x\x00y@example.com, C\x00 <c@[10.0.0.1\x00]>\r\n"
+                             b"\r\nbody \x00 kept")
+    assert list(Contact.objects.values_list("email", "display_name")) == [
+        ("a@example.com", "A B [31m")]
+    assert "Reply-To" not in header_of(content)
+    assert content.endswith(b"\r\n\r\nbody \x00 kept")

@@ -210,6 +210,8 @@ def test_parse_mailboxes(value: str, expected: list[tuple[str, str]]) -> None:
     ("<>", ""),
     ("", ""),
     ("<not an address>", ""),
+    ("<a@[1.2.3.4\x00]>", ""),  # nothing a database would refuse to store
+    ("<a\x00b@example.org>", ""),
 ])
 def test_parse_envelope_address(value: str, expected: str) -> None:
     assert parse_envelope_address(value) == expected

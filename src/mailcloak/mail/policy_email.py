@@ -26,7 +26,7 @@ _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 _ADDR_CHARS = r"[^\s\x00-\x1f\x7f@<>()\[\],;:\"\\]+"
-_ADDRESS = re.compile(rf"{_ADDR_CHARS}@(?:{_ADDR_CHARS}|\[[^\s\[\]\\]+\])")
+_ADDRESS = re.compile(rf"{_ADDR_CHARS}@(?:{_ADDR_CHARS}|\[[^\s\x00-\x1f\x7f\[\]\\]+\])")
 
 
 @dataclass(frozen=True)
