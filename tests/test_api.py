@@ -18,7 +18,7 @@ API = "/api/v1"
 
 
 @pytest.fixture(autouse=True)
-def _clear_rate_limits() -> None:
+def _clear_rate_limits(db: None) -> None:
     cache.clear()
 
 

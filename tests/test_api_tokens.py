@@ -25,7 +25,7 @@ PAGE = "/account/tokens/"
 
 
 @pytest.fixture(autouse=True)
-def _clear_rate_limits() -> None:
+def _clear_rate_limits(db: None) -> None:
     cache.clear()
 
 

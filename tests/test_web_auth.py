@@ -22,7 +22,7 @@ LINK = re.compile(r"https?://\S+")
 
 
 @pytest.fixture(autouse=True)
-def _no_rate_limits_from_other_tests() -> None:
+def _no_rate_limits_from_other_tests(db: None) -> None:
     cache.clear()
 
 

@@ -21,7 +21,7 @@ from tests.conftest import PASSWORD
 
 
 @pytest.fixture(autouse=True)
-def _no_cooldowns_from_other_tests() -> None:
+def _no_cooldowns_from_other_tests(db: None) -> None:
     cache.clear()
 
 

@@ -51,12 +51,9 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     setup_django()
-    from django.core.management import call_command
+    from mailcloak.project.database import migrate_database
 
-    from mailcloak.aliases.services import sync_configured_domains
-
-    call_command("migrate", interactive=False, verbosity=1 if args.verbose else 0)
-    sync_configured_domains()
+    migrate_database(verbose=args.verbose)
     print("database is up to date")
     return 0
 

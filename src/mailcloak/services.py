@@ -78,10 +78,7 @@ def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) 
     logging.basicConfig(level=mailcloak_settings.get().log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if migrate:
-        from django.core.management import call_command
+        from mailcloak.project.database import migrate_database
 
-        from mailcloak.aliases.services import sync_configured_domains
-
-        call_command("migrate", interactive=False, verbosity=0)
-        sync_configured_domains()
+        migrate_database()
     return asyncio.run(_main(web, smtp, worker))
