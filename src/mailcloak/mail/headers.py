@@ -205,13 +205,14 @@ def _utf8(text: str) -> bytes:
 
 
 def _chunks(text: str, size: Callable[[str], int], room: int) -> list[str]:
-    """`text` in pieces of at most `room` as measured by `size`: whole words with their
-    trailing space where they fit, single characters where not."""
-    chunks, current = [], ""
+    """`text` in pieces of at most `room` as measured by `size` (which adds up over
+    concatenation): whole words with their trailing space where they fit, else characters."""
+    chunks, current, used = [], "", 0
     for word in _WORD_AND_SPACE.findall(text):
         for piece in [word] if size(word) <= room else list(word):
-            if current and size(current + piece) > room:
+            length = size(piece)
+            if current and used + length > room:
                 chunks.append(current)
-                current = ""
-            current += piece
+                current, used = "", 0
+            current, used = current + piece, used + length
     return [*chunks, current] if current else chunks
