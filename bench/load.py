@@ -161,7 +161,7 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)
         aliases = [
             subprocess.run([MAILCLOAK, "alias", "add", f"owner@{MAILBOX_DOMAIN}"], env=env,
-                           check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                           check=True, capture_output=True, text=True).stdout.split()[-1]
             for _ in range(args.aliases)
         ]
         smtpd = subprocess.Popen([MAILCLOAK, "smtpd"], env=env)

@@ -8,6 +8,7 @@ client never saw, which it then sent again, as any SMTP client would).
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import threading
 import time
@@ -73,10 +74,8 @@ class Senders:
                 self.accepted.add(number)
             number = self._next()
         if client is not None:
-            try:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
                 client.quit()
-            except (OSError, smtplib.SMTPException):
-                pass
 
 
 def test_kill_9_under_load_loses_nothing(tmp_path: Path) -> None:

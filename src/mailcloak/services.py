@@ -6,22 +6,30 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterator
+
+import uvicorn
 
 from mailcloak import settings as mailcloak_settings
 
 log = logging.getLogger("mailcloak.services")
 
 
-async def _serve_web() -> None:
-    import uvicorn
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn sharing the loop with the other services: signals are handled by `_main`."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_web() -> None:
     from mailcloak.project.asgi import application
 
     listen = mailcloak_settings.get().web_listen
     config = uvicorn.Config(application, host=listen.host, port=listen.port, lifespan="off",
                             log_level="warning", access_log=False, server_header=False)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _EmbeddedServer(config)
     log.info("web app on http://%s", listen)
     await server.serve()
 
@@ -59,7 +67,7 @@ async def _main(web: bool, smtp: bool, worker: bool) -> int:
     if web:
         tasks.append(asyncio.create_task(_serve_web(), name="web"))
     waiter = asyncio.create_task(stop.wait(), name="stop")
-    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
     # One service ending (or a signal) stops them all; SMTP and worker finish what is in hand.
     stop.set()
     for task in tasks:

@@ -68,13 +68,13 @@ class Mailbox(models.Model):
     def __str__(self) -> str:
         return self.email
 
-    @property
-    def is_verified(self) -> bool:
-        return self.verified_at is not None
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.email = normalize_address(self.email)
         super().save(*args, **kwargs)
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None
 
 
 class ApiToken(models.Model):

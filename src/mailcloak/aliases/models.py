@@ -26,13 +26,13 @@ class Domain(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_shared(self) -> bool:
-        return self.owner_id is None
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.name = self.name.strip().lower().rstrip(".")
         super().save(*args, **kwargs)
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
 
 
 class Alias(models.Model):

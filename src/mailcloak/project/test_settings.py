@@ -11,6 +11,6 @@ os.environ.setdefault("MAILCLOAK_DATA_DIR", tempfile.mkdtemp(prefix="mailcloak-t
 os.environ.setdefault("MAILCLOAK_MODE", "local")
 os.environ.setdefault("MAILCLOAK_DOMAINS", "alias.test,second.test")
 
-from mailcloak.project.settings import *  # noqa: E402, F403
+from mailcloak.project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
