@@ -220,6 +220,13 @@ SETTINGS: tuple[Setting, ...] = (
             "`example.test=[127.0.0.3]:25,other.test=[127.0.0.4]:2526`."),
     Setting("DNS_SERVERS", "", parse_ip_list,
             "Resolvers to use instead of the system's (`127.0.0.1:5353` style entries allowed)."),
+    Setting("DNSBL", "", parse_domain_list,
+            "DNS blocklist zones to look the connecting IP up in, comma-separated, e.g. "
+            "`zen.spamhaus.org` (empty: off; most lists need registration for commercial or "
+            "high-volume use)."),
+    Setting("URIBL", "", parse_domain_list,
+            "DNS blocklist zones for the domains of links in a message, comma-separated, e.g. "
+            "`dbl.spamhaus.org` (empty: off)."),
     Setting("MAX_QUEUE_LIFETIME", "5d", parse_duration,
             "How long a message keeps being retried before it bounces."),
     Setting("DELIVERY_WORKERS", "8", parse_int,

@@ -165,6 +165,11 @@ class Resolver:
     def txt_sync(self, name: str) -> list[bytes]:
         return _txt_values(self._resolve_sync(name, "TXT"))
 
+    def records_sync(self, name: str, rdtype: str) -> list[Any]:
+        """The rdata of one lookup of any type (for pyspf and DNS blocklists); [] when the
+        name exists without such records."""
+        return self._resolve_sync(name, rdtype)
+
     def ptr_sync(self, ip: str) -> list[str]:
         answer = self._resolve_sync(dns.reversename.from_address(ip).to_text(), "PTR")
         return [_host(rdata.target) for rdata in answer]

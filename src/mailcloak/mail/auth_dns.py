@@ -1,0 +1,101 @@
+"""DNS lookups for sender authentication, started together so the DATA reply waits for the
+slowest one rather than for their sum.
+
+Every lookup still goes through the process-wide resolver (mailcloak.mail.dns), whose
+per-lookup lifetime bounds how long any of them can take.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import dkim
+
+from mailcloak.mail.dns import DnsError, DnsTemporaryError, NoSuchDomain, Resolver
+
+LOOKUP_THREADS = 32  # concurrent lookups per process, shared by every message being checked
+# A safety net above the resolver's own lifetime: a lookup not done by then counts as failed.
+LOOKUP_WAIT = 30.0
+
+T = TypeVar("T")
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that run authentication lookups, created on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=LOOKUP_THREADS, thread_name_prefix="mailcloak-auth-dns")
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked SMTP process must not inherit its parent's threads (they do not exist there).
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def start(call: Callable[..., T], *args: object, **kwargs: object) -> concurrent.futures.Future[T]:
+    return lookup_pool().submit(call, *args, **kwargs)
+
+
+def wait_for(future: concurrent.futures.Future[T], what: str,
+             timeout: float = LOOKUP_WAIT) -> T:
+    """The future's result; DnsTemporaryError when it is not done in time."""
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise DnsTemporaryError(f"{what}: no answer in {timeout:g} s") from None
+
+
+def normalise_name(name: bytes | str) -> str:
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    return text.rstrip(".").lower()
+
+
+class TxtLookups:
+    """TXT lookups of DKIM and ARC keys and DMARC policies, all started at once.
+
+    `dkim_dnsfunc` answers dkimpy from them; a name that was not started is looked up then."""
+
+    def __init__(self, resolver: Resolver, names: Iterable[str]) -> None:
+        self._resolver = resolver
+        self._futures = {name: start(resolver.txt_sync, name)
+                         for name in dict.fromkeys(normalise_name(name) for name in names)}
+
+    def values(self, name: str) -> list[bytes]:
+        """The TXT values of `name`. Raises NoSuchDomain or DnsTemporaryError."""
+        key = normalise_name(name)
+        future = self._futures.get(key)
+        if future is None:
+            future = self._futures[key] = start(self._resolver.txt_sync, key)
+        return wait_for(future, f"{key} TXT")
+
+    def failure(self, name: str) -> DnsError | None:
+        """Why `name` has no usable answer (NoSuchDomain, DnsTemporaryError), None if it has."""
+        try:
+            self.values(name)
+        except DnsError as exc:
+            return exc
+        return None
+
+    def dkim_dnsfunc(self, name: bytes | str, timeout: float = 5) -> bytes | None:
+        """dkimpy's `dnsfunc=`: the first TXT value, None when there is none."""
+        try:
+            values = self.values(normalise_name(name))
+        except NoSuchDomain:
+            return None
+        except DnsTemporaryError as exc:
+            raise dkim.DnsTimeoutError(str(exc)) from None
+        return values[0] if values else None
