@@ -111,6 +111,17 @@ def parse_hostport(raw: str, default_port: int = 25) -> HostPort:
     return HostPort(host, port)
 
 
+def parse_http_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    parts.port  # noqa: B018 (raises ValueError for a bad port)
+    return value
+
+
 def parse_optional_hostport(raw: str) -> HostPort | None:
     return parse_hostport(raw) if raw.strip() else None
 
@@ -238,6 +249,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SENDER_NAME_FORMAT", "{name} ({address}) via Mailcloak", parse_name_format,
             "Display name of forwarded mail's From; `{name}` and `{address}` are the original "
             "sender's."),
+    Setting("SPAM_ENGINE", "builtin", parse_choice("builtin", "rspamd", "spamassassin"),
+            "Spam engine: `builtin` (no extra service), `rspamd` or `spamassassin` (spamd)."),
+    Setting("RSPAMD_URL", "http://127.0.0.1:11333", parse_http_url,
+            "Rspamd's normal worker, for scans (SPAM_ENGINE=rspamd)."),
+    Setting("RSPAMD_CONTROLLER_URL", "http://127.0.0.1:11334", parse_http_url,
+            "Rspamd's controller, for learning from the quarantine's spam / not spam actions."),
+    Setting("RSPAMD_PASSWORD", "", parse_str, "Password of Rspamd's controller, if it has one."),
+    Setting("SPAMD_ADDRESS", "127.0.0.1:783", lambda raw: parse_hostport(raw, 783),
+            "SpamAssassin's spamd (SPAM_ENGINE=spamassassin); learning needs spamd's "
+            "`--allow-tell`."),
+    Setting("SPAM_TIMEOUT", "10s", parse_duration,
+            "How long a scan by Rspamd or spamd may take; past it, or with the engine down, "
+            "the sender is told to retry (451 4.7.1)."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
             "Log verbosity."),
 )
