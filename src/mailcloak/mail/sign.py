@@ -11,7 +11,10 @@ import logging
 
 import dkim
 
+from mailcloak.mail import rsa_openssl
 from mailcloak.mail.dkimkeys import DkimKey, signing_keys
+
+rsa_openssl.install()
 
 SIGNED_HEADERS = frozenset({
     "from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
