@@ -4,9 +4,9 @@ to (MAILCLOAK_URIBL) listed as a spam source?
 Both are off unless zones are configured: most lists want registration before commercial or
 high-volume use, and refuse queries that come through large public resolvers. A list answers
 `<reversed IP>.<zone>` or `<domain>.<zone>` with an address in 127.0.0.0/8 when the entry is
-listed and NXDOMAIN when it is not. Answers in 127.255.255.0/24 are the list's error codes
-(such as "queries through public resolvers refused"): they never mean "listed". A lookup that
-fails adds nothing; a blocklist is one signal among many.
+listed and NXDOMAIN when it is not. A few answers are the lists' error codes (such as "queries
+through public resolvers refused"): they never mean "listed". A lookup that fails adds
+nothing; a blocklist is one signal among many.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ MAX_LINK_DOMAINS = 20  # looked up per message, in the order the links appear
 SCANNED_PART_BYTES = 512 * 1024  # of each text part, when looking for links
 
 _LISTED = ipaddress.ip_network("127.0.0.0/8")
-_LIST_ERROR = ipaddress.ip_network("127.255.255.0/24")
-_LINK_HOST = re.compile(r"(?i)(?:\bhttps?://(?:[^/\s@\"'<>]*@)?|\bwww\.)([a-z0-9.-]+)")
+# Answers that lists use for "we refuse your query" (rate limits, public resolvers):
+# 127.0.0.1 (URIBL, SURBL), 127.0.1.255 (Spamhaus DBL), 127.255.255.0/24 (Spamhaus).
+_LIST_ERRORS = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("127.0.1.255/32"),
+                ipaddress.ip_network("127.255.255.0/24"))
+_LINK_HOST = re.compile(r"(?i)(?:\bhttps?://(?:[^/\s@\"'<>]*@)?|\b(?=www\.))([a-z0-9.-]+)")
 _TEXT_PARTS = ("text/plain", "text/html")
 
 
@@ -57,7 +60,8 @@ def _is_listed(name: str) -> bool:
     except DnsError:  # NXDOMAIN: not listed; anything else: no answer, so no signal
         return False
     addresses = [ipaddress.ip_address(rdata.address) for rdata in records]
-    return any(address in _LISTED and address not in _LIST_ERROR for address in addresses)
+    return any(address in _LISTED and not any(address in error for error in _LIST_ERRORS)
+               for address in addresses)
 
 
 Query = tuple[str, Reason]  # (name to look up, the reason if it is listed)
