@@ -87,6 +87,7 @@ class SpamdDaemon:
     host: str
     port: int
     log: Path
+    site_config: Path  # its --siteconfigpath: sa-learn with it sees the same Bayes database
 
     @property
     def address(self) -> str:
@@ -321,7 +322,7 @@ def running_spamd(*, min_learns: int = 200) -> Iterator[SpamdDaemon]:
             argv += ["--username", SPAMD_USER, "--groupname", SPAMD_USER]
         log = root / "spamd.log"
         with _daemon(argv, log, [port], name="spamd"):
-            yield SpamdDaemon("127.0.0.1", port, log)
+            yield SpamdDaemon("127.0.0.1", port, log, site)
 
 
 # --- a daemon that answers one fixed reply ------------------------------------------------------

@@ -4,7 +4,9 @@
     verdict = await engine.scan(request, thresholds_for(owner.spam_sensitivity))
 
 Also what the adapters for external engines (Rspamd, spamd) share: the peer's verified host
-name, which they pass on as an MTA would.
+name, which they pass on as an MTA would, and the quarantine test pattern, which every engine
+honours when MAILCLOAK_SPAM_TEST_PATTERNS allows it (the standard GTUBE needs no help: both
+daemons reject it themselves).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import ipaddress
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail import dns as mail_dns
-from mailcloak.mail.spam.verdict import Sensitivity, SpamEngine, Thresholds
+from mailcloak.mail.spam import testpatterns
+from mailcloak.mail.spam.verdict import Sensitivity, SpamEngine, Thresholds, Verdict
 
 DEFAULT_QUARANTINE_SCORE = 5.0
 DEFAULT_REJECT_SCORE = 10.0
@@ -38,14 +41,14 @@ def build_engine(config: mailcloak_settings.Config) -> SpamEngine:
     if config.spam_engine == "rspamd":
         from mailcloak.mail.spam.rspamd import RspamdEngine
 
-        return RspamdEngine.from_config(config)
+        return RspamdEngine.from_settings(config)
     if config.spam_engine == "spamassassin":
         from mailcloak.mail.spam.spamassassin import SpamAssassinEngine
 
-        return SpamAssassinEngine.from_config(config)
+        return SpamAssassinEngine.from_settings(config)
     from mailcloak.mail.spam.builtin import BuiltinEngine
 
-    return BuiltinEngine.from_config(config)
+    return BuiltinEngine.from_settings(config)
 
 
 def reset_engine() -> None:
@@ -82,3 +85,17 @@ async def verified_hostname(ip: str) -> str:
     except (ValueError, TimeoutError, mail_dns.DnsError):
         pass
     return "unknown"
+
+
+def quarantine_pattern_enabled(config: mailcloak_settings.Config) -> bool:
+    """MAILCLOAK_SPAM_TEST_PATTERNS, by default on in local mode and off in production."""
+    configured = getattr(config, "spam_test_patterns", None)
+    return (not config.is_production) if configured is None else bool(configured)
+
+
+def quarantine_test_pattern(raw: bytes, thresholds: Thresholds, *, engine: str) -> Verdict | None:
+    """The quarantine verdict when the message carries the quarantine test pattern."""
+    if testpatterns.find(raw) is not testpatterns.TestPattern.QUARANTINE:
+        return None
+    return testpatterns.verdict(testpatterns.TestPattern.QUARANTINE, thresholds,
+                                variants_enabled=True, engine=engine)

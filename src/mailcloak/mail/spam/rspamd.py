@@ -24,7 +24,11 @@ from urllib.parse import urlsplit
 import h11
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.mail.spam.engine import verified_hostname
+from mailcloak.mail.spam.engine import (
+    quarantine_pattern_enabled,
+    quarantine_test_pattern,
+    verified_hostname,
+)
 from mailcloak.mail.spam.verdict import (
     Action,
     Direction,
@@ -64,18 +68,23 @@ class RspamdEngine:
     name = "rspamd"
 
     def __init__(self, url: str, controller_url: str, *, password: str = "",
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, test_patterns: bool = False) -> None:
         self.url = url.rstrip("/")
         self.controller_url = controller_url.rstrip("/")
         self.password = password
         self.timeout = timeout
+        self.test_patterns = test_patterns  # the quarantine test pattern works
 
     @classmethod
-    def from_config(cls, config: mailcloak_settings.Config) -> RspamdEngine:
+    def from_settings(cls, config: mailcloak_settings.Config) -> RspamdEngine:
         return cls(config.rspamd_url, config.rspamd_controller_url,
-                   password=config.rspamd_password, timeout=float(config.spam_timeout))
+                   password=config.rspamd_password, timeout=float(config.spam_timeout),
+                   test_patterns=quarantine_pattern_enabled(config))
 
     async def scan(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
+        if self.test_patterns and (forced := quarantine_test_pattern(request.raw, thresholds,
+                                                                     engine=self.name)):
+            return forced
         headers = await scan_headers(request)
         reply = await self._post(self.url, "/checkv2", request.raw, headers)
         if reply.status != 200:

@@ -25,7 +25,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.mail.spam.engine import verified_hostname
+from mailcloak.mail.spam.engine import (
+    quarantine_pattern_enabled,
+    quarantine_test_pattern,
+    verified_hostname,
+)
 from mailcloak.mail.spam.verdict import (
     EngineUnavailable,
     Reason,
@@ -57,23 +61,27 @@ class SpamAssassinEngine:
     name = "spamassassin"
 
     def __init__(self, host: str, port: int = 783, *, timeout: float = 10.0,
-                 hostname: str = "localhost") -> None:
+                 hostname: str = "localhost", test_patterns: bool = False) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.hostname = hostname  # our mail name, for the Received header we add
+        self.test_patterns = test_patterns  # the quarantine test pattern works
 
     @classmethod
-    def from_config(cls, config: mailcloak_settings.Config) -> SpamAssassinEngine:
+    def from_settings(cls, config: mailcloak_settings.Config) -> SpamAssassinEngine:
         address = config.spamd_address
         return cls(address.host, address.port, timeout=float(config.spam_timeout),
-                   hostname=config.hostname)
+                   hostname=config.hostname, test_patterns=quarantine_pattern_enabled(config))
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def scan(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
+        if self.test_patterns and (forced := quarantine_test_pattern(request.raw, thresholds,
+                                                                     engine=self.name)):
+            return forced
         message = await self.trace_headers(request) + request.raw
         reply = await self._exchange(b"REPORT", [], message)
         score = _score(reply)
