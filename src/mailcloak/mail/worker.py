@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import Error as DatabaseError
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail.deliver import (
@@ -89,6 +89,18 @@ def record_outcome(outcome: Outcome, worker_id: str) -> None:
         record_results(outcome.delivery, outcome.results, outcome.sent, worker_id)
     else:
         record_crash(outcome.delivery, outcome.error or RuntimeError("no result"), worker_id)
+
+
+def record_outcomes(outcomes: list[Outcome], worker_id: str) -> None:
+    """Record several outcomes in one transaction (one commit, one fsync); each job keeps its
+    own savepoint, so one that fails does not undo the others."""
+    with transaction.atomic():
+        for outcome in outcomes:
+            try:
+                record_outcome(outcome, worker_id)
+            except DatabaseError:
+                log.exception("recording the outcome of message %s failed",
+                              outcome.delivery.message_id)
 
 
 class Runner:
@@ -205,18 +217,27 @@ class _WorkerLoop:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
         self.runner = Runner(deliverer, self._record)
+        self.outcomes: list[Outcome] = []  # finished deliveries waiting to be recorded
+        self.recorder: asyncio.Task[None] | None = None
         self.renewed_at = time.monotonic()
 
     async def _record(self, outcome: Outcome) -> None:
-        try:
-            await _db(record_outcome, outcome, self.worker_id)
-        except Exception:
-            # The jobs keep their lease; when it runs out another attempt picks them up.
-            log.exception("recording the outcome of message %s failed",
-                          outcome.delivery.message_id)
-        finally:
-            self.in_flight -= len(outcome.delivery.job_ids)
-            self.wakeup.set()
+        """Queue an outcome for the recorder; outcomes that finish together share one commit."""
+        self.outcomes.append(outcome)
+        if self.recorder is None or self.recorder.done():
+            self.recorder = asyncio.create_task(self._record_pending(), name="recorder")
+
+    async def _record_pending(self) -> None:
+        while self.outcomes:
+            batch, self.outcomes = self.outcomes, []
+            try:
+                await _db(record_outcomes, batch, self.worker_id)
+            except Exception:
+                # The jobs keep their lease; when it runs out another attempt picks them up.
+                log.exception("recording the outcomes of %d deliveries failed", len(batch))
+            finally:
+                self.in_flight -= sum(len(outcome.delivery.job_ids) for outcome in batch)
+                self.wakeup.set()
 
     async def run(self) -> None:
         while not self.stop.is_set():
@@ -269,6 +290,8 @@ class _WorkerLoop:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.recorder is not None:
+            await self.recorder  # what was delivered gets recorded before the leases go
         try:
             await _db(release_leases, self.worker_id)
         except DatabaseError:
