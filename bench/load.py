@@ -48,8 +48,7 @@ def make_message(index: int, size: int, alias: str) -> bytes:
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
     ).encode()
     line = b"The quick brown fox jumps over the lazy dog; lorem ipsum dolor sit amet.\r\n"
-    body = (line * (max(size - len(head), 0) // len(line) + 1))[: max(size - len(head), 0)]
-    return head + body
+    return head + line * max(1, (size - len(head)) // len(line))
 
 
 async def send_session(host: str, port: int, jobs: asyncio.Queue[tuple[int, bytes, str]],
