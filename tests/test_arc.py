@@ -128,6 +128,15 @@ def test_a_seal_whose_key_is_not_published_fails(keys: Keys) -> None:
     assert receive(unknown).arc.result == "fail"
 
 
+def test_an_overlong_chain_fails_without_any_lookup(keys: Keys, server: DnsServer) -> None:
+    sealed = forwarded_by_list(sender_signed(keys[0]), keys[0])
+    overlong = sealed.replace(b"ARC-Seal: i=1;", b"ARC-Seal: i=51;", 1)
+    server.queries.clear()
+    result = receive(overlong, ip="192.0.2.9")
+    assert (result.arc.result, result.arc.comment) == ("fail", "too many ARC sets")
+    assert not [name for name, _ in server.queries if "_domainkey.forwarder" in name]
+
+
 # --- sealing -------------------------------------------------------------------------------------
 
 
@@ -147,7 +156,7 @@ def test_our_seal_verifies_and_carries_our_results(keys: Keys, server: DnsServer
     for expected in (b"spf=pass smtp.mailfrom=sender.test", b"dkim=pass header.d=sender.test",
                      b"dmarc=pass header.from=sender.test"):
         assert expected in results
-    assert b"; arc=" not in results  # a new chain: nothing to say about earlier sets
+    assert results.endswith(b"; arc=none\r\n")  # a new chain
 
 
 def test_our_seal_survives_for_the_next_receiver(keys: Keys) -> None:
@@ -235,9 +244,10 @@ def test_sealing_uses_the_instance_rsa_key_by_default(
 
 
 @pytest.mark.parametrize(("auth_results", "domain", "message"), [
-    ("spf=pass", "alias.test", "not an Authentication-Results value"),
+    ("spf=pass", "alias.test", "authserv-id"),
     ("not_a_host; spf=pass", "alias.test", "authserv-id"),
-    ("mx.alias.test; spf=", "alias.test", "not an Authentication-Results value"),
+    ("mx.alias.test; spf=", "alias.test", "does not parse"),
+    ("mx.alias.test; arc=pass; spf=", "alias.test", "not an Authentication-Results value"),
     ("mx.alias.test; spf=pass", "not a domain", "not a domain name"),
 ])
 def test_unusable_input_is_refused_with_a_clear_error(

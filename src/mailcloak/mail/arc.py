@@ -18,8 +18,11 @@ from authres import AuthenticationResultsHeader
 from authres.core import AuthResError
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from mailcloak.mail import rsa_openssl
 from mailcloak.mail.auth_message import ParsedMessage, as_domain, dkimpy_log
 from mailcloak.mail.dkimkeys import DkimKey, signing_keys
+
+rsa_openssl.install()  # seals are RSA signatures: through OpenSSL, not Python integers
 
 ARC_FIELDS = ("arc-seal", "arc-message-signature", "arc-authentication-results")
 MAX_INSTANCES = 50  # RFC 8617 4.2.1: i= runs from 1 to 50
@@ -56,11 +59,10 @@ def _key_name(tags: dict[bytes, bytes]) -> str:
     return f"{selector}._domainkey.{domain}" if domain and selector else ""
 
 
-def key_names(message: ParsedMessage) -> list[str]:
-    """The key records the chain's seals and signatures name (to fetch them all at once)."""
+def _all_key_names(message: ParsedMessage) -> list[str]:
     values = message.values("arc-seal") + message.values("arc-message-signature")
     names = (_key_name(_tags(value)) for value in values)
-    return list(dict.fromkeys(name for name in names if name))[:MAX_KEYS]
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def _instances(message: ParsedMessage) -> int:
@@ -68,12 +70,22 @@ def _instances(message: ParsedMessage) -> int:
     return max((int(number) for number in numbers if number.isdigit()), default=0)
 
 
+def _overlong(message: ParsedMessage) -> bool:
+    """More sets than RFC 8617 allows, or more sealers than we look up: fails unverified."""
+    return _instances(message) > MAX_INSTANCES or len(_all_key_names(message)) > MAX_KEYS
+
+
+def key_names(message: ParsedMessage) -> list[str]:
+    """The key records the chain's seals and signatures name (to fetch them all at once)."""
+    return [] if _overlong(message) else _all_key_names(message)
+
+
 def validate_chain(message: ParsedMessage, dnsfunc: DnsFunc) -> ArcResult:
     """The chain validation status (RFC 8617 5.2) of the ARC sets on `message`."""
     if not any(message.has(name) for name in ARC_FIELDS):
         return ArcResult("none")
     instances = _instances(message)
-    if instances > MAX_INSTANCES or len(key_names(message)) >= MAX_KEYS:
+    if _overlong(message):
         return ArcResult("fail", instances, comment="too many ARC sets")
     try:
         status, sets, _ = message.verifier(dkim.ARC).verify(dnsfunc=dnsfunc)
@@ -84,7 +96,7 @@ def validate_chain(message: ParsedMessage, dnsfunc: DnsFunc) -> ArcResult:
         return ArcResult("pass", instances, as_domain(sealer))
     if status == dkim.CV_None and not instances:
         return ArcResult("none")
-    # CV_None here means an earlier sealer already reported a broken chain.
+    # dkimpy's None: an earlier sealer already reported the chain broken (cv=fail).
     return ArcResult("fail", instances, as_domain(sealer), "broken chain")
 
 
@@ -99,7 +111,8 @@ def _linesep(content: bytes) -> bytes:
 
 
 def _authserv_id(field_value: bytes) -> bytes:
-    return _COMMENT.sub(b"", field_value.split(b";", 1)[0]).strip().lower()
+    """The authserv-id an Authentication-Results value starts with, comments removed."""
+    return _COMMENT.sub(b"", field_value.split(b";", 1)[0]).strip()
 
 
 def _split_head(content: bytes) -> tuple[bytes, bytes]:
@@ -117,25 +130,27 @@ def without_own_results(content: bytes, authserv_id: str) -> bytes:
     def keep(field: re.Match[bytes]) -> bytes:
         name = field.group(1).strip().lower()
         value = field.group(0).split(b":", 1)[1]
-        mine = name == b"authentication-results" and _authserv_id(value) == ours
+        mine = name == b"authentication-results" and _authserv_id(value).lower() == ours
         return b"" if mine else field.group(0)
 
     return _FIELD.sub(keep, head) + rest
 
 
-def _results_to_seal(auth_results: str, *, chain_present: bool) -> tuple[str, str]:
-    """(authserv-id, A-R value to seal). Without earlier ARC sets our seal starts a new chain,
-    so an `arc=` result (of sets since removed) must not be carried into it."""
+_ARC_VERDICT = re.compile(r"(?i)(?:^|;)\s*arc\s*=\s*(?:pass|fail)\b")
+
+
+def _results_to_seal(auth_results: str, *, chain_present: bool) -> str:
+    """The A-R value to seal. Without earlier ARC sets our seal starts a new chain, so an
+    `arc=` verdict (about sets since removed) must not be carried into it. dkimpy parses the
+    value again; parsing here only in that rare case keeps sealing fast."""
+    if chain_present or not _ARC_VERDICT.search(auth_results):
+        return auth_results
     try:
         header = AuthenticationResultsHeader.parse("Authentication-Results: " + auth_results)
     except (AuthResError, ValueError) as exc:
         raise SealError(f"not an Authentication-Results value: {exc}") from None
-    if not chain_present:
-        header.results = [result for result in header.results if result.method != "arc"]
-    authserv_id = str(header.authserv_id or "")
-    if not as_domain(authserv_id):
-        raise SealError(f"the authserv-id {authserv_id!r} is not a host name")
-    return authserv_id, str(header).split(":", 1)[1].strip()
+    header.results = [result for result in header.results if result.method != "arc"]
+    return str(header).split(":", 1)[1].strip()
 
 
 def _rsa_key(keys: Sequence[DkimKey]) -> DkimKey:
@@ -156,8 +171,11 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
     mailbox. Fields that claim our authserv-id but arrived with the message are dropped."""
     linesep = _linesep(content)
     key = _rsa_key(keys if keys is not None else signing_keys())
+    authserv_id = _authserv_id(auth_results.encode()).decode()
+    if not as_domain(authserv_id):
+        raise SealError(f"the authserv-id {authserv_id!r} is not a host name")
     chain_present = any(ParsedMessage.parse(content).has(name) for name in ARC_FIELDS)
-    authserv_id, results = _results_to_seal(auth_results, chain_present=chain_present)
+    results = _results_to_seal(auth_results, chain_present=chain_present)
     message = without_own_results(content, authserv_id)
     stamped = b"Authentication-Results: " + results.encode() + linesep + message
     signing_domain = as_domain(domain)
@@ -169,7 +187,7 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
                                 logger=dkimpy_log, linesep=linesep)
     except dkim.DKIMException as exc:
         raise SealError(f"cannot ARC-seal the message: {exc}") from None
-    if not arc_set:
-        raise SealError("the message carries ARC sets but the results say nothing about them "
-                        "(no arc= result)")
+    if not arc_set:  # dkimpy found no results of ours, or none about the existing chain
+        raise SealError("the Authentication-Results value does not parse, or says nothing "
+                        "(arc=) about the ARC sets the message carries")
     return b"".join(arc_set) + message

@@ -6,8 +6,8 @@
     result.authentication_results     # the Authentication-Results value (authserv-id first)
     result.reasons                    # scored Reasons for the spam verdict and the owner
 
-The message is parsed once; SPF and every DNS lookup DKIM, ARC and DMARC need start together
-on a shared thread pool, so the sender waits for the slowest lookup rather than their sum.
+The message is parsed once; every DNS lookup DKIM, ARC and DMARC need starts at once on a
+shared thread pool while SPF runs, so the sender waits for the slowest rather than the sum.
 All DNS goes through mailcloak.mail.dns.get_resolver(); lookups that fail give `temperror`,
 and a temperror never makes a message fail DMARC.
 """
@@ -15,7 +15,7 @@ and a temperror never makes a message fail DMARC.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import functools
 from dataclasses import dataclass
 
 from mailcloak import settings as mailcloak_settings
@@ -33,8 +33,8 @@ from mailcloak.mail.auth_report import (
     fold,
     spf_reasons,
 )
-from mailcloak.mail.auth_spf import SPF_TIME_LIMIT, SpfResult, check_spf
-from mailcloak.mail.dns import DnsTemporaryError, get_resolver
+from mailcloak.mail.auth_spf import SpfResult, check_spf
+from mailcloak.mail.dns import get_resolver
 from mailcloak.mail.spam.verdict import Reason
 
 __all__ = ["ArcResult", "AuthResult", "DkimResult", "DmarcResult", "SpfResult",
@@ -77,17 +77,6 @@ def prepare() -> None:
     load_suffix_list()
 
 
-def _finish_spf(future: concurrent.futures.Future[SpfResult],
-                mail_from: str, helo: str) -> SpfResult:
-    try:
-        # pyspf stops starting lookups after SPF_TIME_LIMIT; the last one may still run.
-        return auth_dns.wait_for(future, "SPF", timeout=SPF_TIME_LIMIT + auth_dns.LOOKUP_WAIT)
-    except DnsTemporaryError as exc:
-        identity = "mailfrom" if mail_from else "helo"
-        domain = mail_from.rpartition("@")[2] if mail_from else helo
-        return SpfResult("temperror", identity, domain.lower(), str(exc))
-
-
 def authenticate(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
                  authserv_id: str = "") -> AuthResult:
     """Authenticate one inbound message as received (`raw`, CRLF or LF line endings).
@@ -97,14 +86,14 @@ def authenticate(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
     defaults to MAILCLOAK_HOSTNAME. Blocking: call it from a worker thread, or await
     authenticate_async()."""
     authserv_id = authserv_id or mailcloak_settings.get().hostname
-    spf_future = auth_dns.start(check_spf, peer_ip, helo=helo, mail_from=mail_from)
     message = ParsedMessage.parse(raw)
     signatures = find_signatures(message)
+    # Every key and policy lookup starts now; SPF's own chain of lookups runs meanwhile here.
     lookups = auth_dns.TxtLookups(get_resolver(), [
         *dkim_key_names(signatures), *key_names(message), *policy_names(message.from_domains)])
+    spf = check_spf(peer_ip, helo=helo, mail_from=mail_from)
     dkim = verify_signatures(message, signatures, lookups)
     arc = validate_chain(message, lookups.dkim_dnsfunc)
-    spf = _finish_spf(spf_future, mail_from, helo)
     dmarc = evaluate(message.from_domains, spf, dkim, lookups)
     reasons = (*spf_reasons(spf), *dkim_reasons(dkim, message.from_domains),
                *dmarc_reasons(dmarc), *arc_reasons(arc))
@@ -115,5 +104,7 @@ def authenticate(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
 async def authenticate_async(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
                              authserv_id: str = "") -> AuthResult:
     """authenticate() without blocking the event loop."""
-    return await asyncio.to_thread(authenticate, raw, peer_ip=peer_ip, helo=helo,
-                                   mail_from=mail_from, authserv_id=authserv_id)
+    check = functools.partial(authenticate, raw, peer_ip=peer_ip, helo=helo,
+                              mail_from=mail_from, authserv_id=authserv_id)
+    # Not the loop's default executor: it has a handful of threads, and checks mostly wait.
+    return await asyncio.get_running_loop().run_in_executor(auth_dns.check_pool(), check)

@@ -16,8 +16,9 @@ from mailcloak.mail.auth_dns import TxtLookups
 from mailcloak.mail.auth_message import ParsedMessage, as_domain
 from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain
 
-# Signatures checked per message; more are ignored (each costs a DNS lookup).
-MAX_SIGNATURES = 10
+# Signatures checked per message; more are ignored (each costs a DNS lookup and a pass over
+# the body).
+MAX_SIGNATURES = 8
 
 
 @dataclass(frozen=True)

@@ -17,36 +17,50 @@ import dkim
 
 from mailcloak.mail.dns import DnsError, DnsTemporaryError, NoSuchDomain, Resolver
 
-LOOKUP_THREADS = 32  # concurrent lookups per process, shared by every message being checked
+# Threads per process. Checks mostly wait on DNS, so they are many; a check waits on lookups
+# and a lookup never waits on anything, so two separate pools cannot deadlock.
+CHECK_THREADS = 64  # messages being authenticated at once (authenticate_async)
+LOOKUP_THREADS = 64  # single DNS lookups, shared by every message being checked
 # A safety net above the resolver's own lifetime: a lookup not done by then counts as failed.
 LOOKUP_WAIT = 30.0
 
 T = TypeVar("T")
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(name: str, size: int) -> concurrent.futures.ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix=f"mailcloak-{name}")
+        return pool
+
+
+def check_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that run whole checks for async callers, created on first use."""
+    return _pool("auth", CHECK_THREADS)
 
 
 def lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads that run authentication lookups, created on first use."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=LOOKUP_THREADS, thread_name_prefix="mailcloak-auth-dns")
-        return _pool
+    """The threads that run single lookups, created on first use."""
+    return _pool("auth-dns", LOOKUP_THREADS)
 
 
-def _forget_pool_after_fork() -> None:
+def _forget_pools_after_fork() -> None:
     # A forked SMTP process must not inherit its parent's threads (they do not exist there).
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def start(call: Callable[..., T], *args: object, **kwargs: object) -> concurrent.futures.Future[T]:
+    """Run one lookup on the lookup threads."""
     return lookup_pool().submit(call, *args, **kwargs)
 
 
