@@ -1,5 +1,6 @@
 """`mailcloak smtpd` as the operator runs it: several processes sharing the port."""
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -36,6 +37,19 @@ def mailcloak(env, *args):
     return done.stdout.strip().splitlines()[-1]
 
 
+@contextlib.contextmanager
+def smtpd(env):
+    """`mailcloak smtpd` in its own process group, which is killed whatever happens."""
+    server = subprocess.Popen([MAILCLOAK, "smtpd"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.communicate()
+
+
 def wait_for_greeting(port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -55,9 +69,7 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
     mailcloak(env, "user", "add", "owner@mailbox.test")
     alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
     port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
-    server = subprocess.Popen([MAILCLOAK, "smtpd"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
+    with smtpd(env) as server:
         wait_for_greeting(port, server)
         for n in range(4):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -67,9 +79,8 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
                 code, text = client.data(
                     f"From: walrus@sender.test\r\nSubject: {n}\r\n\r\nsecret-body\r\n")
                 assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
-    finally:
         server.send_signal(signal.SIGTERM)
-        _, log = server.communicate(timeout=30)
+        _, log = server.communicate(timeout=60)
     assert server.returncode == 0, log
     started = [line for line in log.splitlines() if "SMTP server on" in line
                and "stopped" not in line]
@@ -77,6 +88,22 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
     assert log.count("stopped") == 2
     assert log.count(" 250 2.0.0 ") == 4
     assert "secret-body" not in log and "walrus" not in log
+
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_others(env):
+    mailcloak(env, "migrate")
+    port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
+    with smtpd(env) as server:
+        wait_for_greeting(port, server)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        _, log = server.communicate(timeout=60)
+    assert server.returncode == 1
+    assert "exited with status -9; stopping" in log
+    assert not Path(f"/proc/{children[1]}").exists() or "zombie" in Path(
+        f"/proc/{children[1]}/status").read_text()
 
 
 @pytest.mark.slow

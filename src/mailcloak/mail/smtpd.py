@@ -24,7 +24,8 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -474,6 +475,9 @@ async def start_smtp_server(config: Config, *, host: str, port: int,
 # --- `mailcloak smtpd` ------------------------------------------------------------------------
 
 
+STOP_TIMEOUT = 30.0  # seconds a server process gets to finish before it is killed
+
+
 class ListenError(Exception):
     """The server cannot listen on its address; str() is a one-line reason."""
 
@@ -522,37 +526,52 @@ def _check_can_listen(config: Config) -> None:
 
 
 def _supervise(count: int) -> int:
-    """Start `count` server processes; forward SIGTERM/SIGINT to them; if one dies on its
-    own, stop the others and fail."""
+    """Start `count` server processes and watch them: SIGTERM/SIGINT stop them all (those not
+    gone after STOP_TIMEOUT are killed); if one dies on its own, stop the others and fail."""
     # fork: each child starts from this process's Django setup, which has not yet opened a
     # database connection or started a thread.
     context = multiprocessing.get_context("fork")
     children = [context.Process(target=_child_main, name=f"smtpd-{n + 1}")
                 for n in range(count)]
-    stopping = False
+    deadline: float | None = None  # set once stopping
 
     def stop_children(signum: int = signal.SIGTERM, frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal deadline
+        deadline = deadline or time.monotonic() + STOP_TIMEOUT
         for child in children:
-            if child.pid is not None and child.exitcode is None:
-                os.kill(child.pid, signal.SIGTERM)
+            if child.exitcode is None:
+                child.terminate()
 
     for child in children:
         child.start()
     signal.signal(signal.SIGTERM, stop_children)  # after the forks: children keep the defaults
     signal.signal(signal.SIGINT, stop_children)
     failed = False
-    while any(child.exitcode is None for child in children):
-        multiprocessing.connection.wait([c.sentinel for c in children if c.exitcode is None])
-        for child in children:
-            if child.exitcode is not None and not stopping:
-                log.error("%s exited with status %s; stopping", child.name, child.exitcode)
-                failed = True
-                stop_children()
-    for child in children:
-        child.join()
+    killed: set[int | None] = set()
+    while alive := [child for child in children if child.exitcode is None]:
+        if deadline is None and len(alive) < count:  # one died on its own
+            _log_exits(children)
+            failed = True
+            stop_children()
+            continue
+        timeout = None if deadline is None else max(0.05, deadline - time.monotonic())
+        multiprocessing.connection.wait([child.sentinel for child in alive], timeout)
+        if deadline is not None and time.monotonic() >= deadline:
+            for child in alive:
+                if child.pid not in killed:
+                    log.error("%s did not stop in time; killing it", child.name)
+                    child.kill()
+                    killed.add(child.pid)
+    if deadline is None:  # all of them died before anyone asked
+        _log_exits(children)
+        failed = True
     return 1 if failed else 0
+
+
+def _log_exits(children: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for child in children:
+        if child.exitcode is not None:
+            log.error("%s exited with status %s; stopping", child.name, child.exitcode)
 
 
 def _child_main() -> None:
