@@ -1,0 +1,242 @@
+"""The builtin spam engine: test patterns, named rules, authentication results and a
+statistical classifier, added up into one verdict. No extra service to run.
+
+The shipped model loads once per process. What users teach it ("spam" / "not spam" in the
+quarantine) is kept per installation by a LearnedStore (a database table, shared by every
+node) and counted on top of the shipped model at every scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from mailcloak.mail.spam import classifier, testpatterns
+from mailcloak.mail.spam.classifier import ModelError, TokenCounts
+from mailcloak.mail.spam.features import DEFAULT_SCAN_LIMIT, MessageView, parse
+from mailcloak.mail.spam.rules import DEFAULT_RULES, RuleChain
+from mailcloak.mail.spam.tokenize import token_ids, tokens
+from mailcloak.mail.spam.verdict import (
+    EngineUnavailable,
+    Reason,
+    ScanRequest,
+    Thresholds,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from mailcloak.settings import Config
+
+ENGINE_NAME = "builtin"
+MODEL_RESOURCE = "spam-model.bin"
+
+# The classifier's share of the score: from -3 points (surely wanted mail) to +8 (surely
+# spam). On its own it quarantines above 0.9 and never rejects: an SMTP rejection needs a
+# rule, a failed authentication or a test pattern to agree.
+CLASSIFIER_MIN_POINTS = -3.0
+CLASSIFIER_MAX_POINTS = 8.0
+
+T = TypeVar("T")
+LearnedCounts = tuple[Mapping[int, tuple[int, int]], tuple[int, int]]
+
+
+class LearnedStore(Protocol):
+    """Token counts learned on this installation, on top of the shipped model."""
+
+    def lookup(self, token_ids: Sequence[int]) -> LearnedCounts:
+        """Counts of these tokens ({token: (spam, ham)}) and of messages (spam, ham)."""
+        ...
+
+    def learn(self, token_ids: Sequence[int], *, is_spam: bool, digest: str) -> None:
+        """Count one message; learning a message again with the other label moves it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a scan found before the learned counts are added."""
+
+    view: MessageView
+    token_ids: list[int]
+    rule_reasons: list[Reason]
+
+
+class BuiltinEngine:
+    name = ENGINE_NAME
+
+    def __init__(self, model: TokenCounts | None = None, *, store: LearnedStore | None = None,
+                 rules: RuleChain | None = None, scan_limit: int = DEFAULT_SCAN_LIMIT,
+                 test_patterns: bool = False) -> None:
+        self._model = model
+        self.store = store
+        self.rules = rules or RuleChain(DEFAULT_RULES)
+        self.scan_limit = scan_limit
+        self.test_patterns = test_patterns
+
+    @classmethod
+    def from_settings(cls, config: Config) -> BuiltinEngine:
+        """The engine as configured: model, scan limit, test patterns, database store."""
+        from mailcloak.spamdata.store import DatabaseStore
+
+        path = config.spam_model
+        model = load_model(Path(path)) if path else None
+        return cls(model, store=DatabaseStore(), scan_limit=config.spam_scan_limit,
+                   test_patterns=patterns_enabled(config))
+
+    @property
+    def model(self) -> TokenCounts:
+        if self._model is None:
+            try:
+                self._model = default_model()
+            except ModelError as exc:
+                raise EngineUnavailable(str(exc)) from None
+        return self._model
+
+    # --- scanning ------------------------------------------------------------------------
+
+    async def scan(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
+        forced = self._test_pattern_verdict(request.raw, thresholds)
+        if forced is not None:
+            return forced
+        analysis = await asyncio.to_thread(self.analyse, request)
+        learned = await _in_database_thread(self._lookup, analysis.token_ids)
+        return self.decide(request, analysis, thresholds, learned)
+
+    def scan_sync(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
+        """The same verdict as `scan`, for callers outside an event loop (eval, CLI)."""
+        forced = self._test_pattern_verdict(request.raw, thresholds)
+        if forced is not None:
+            return forced
+        analysis = self.analyse(request)
+        return self.decide(request, analysis, thresholds, self._lookup(analysis.token_ids))
+
+    def analyse(self, request: ScanRequest) -> Analysis:
+        view = parse(request.raw, scan_limit=self.scan_limit)
+        return Analysis(view, token_ids(tokens(view)), self.rules.run(view))
+
+    def decide(self, request: ScanRequest, analysis: Analysis, thresholds: Thresholds,
+               learned: LearnedCounts | None = None) -> Verdict:
+        counts, totals = learned or ({}, (0, 0))
+        result = classifier.score(analysis.token_ids, self.model, counts, totals)
+        reasons = [*request.auth_reasons, *analysis.rule_reasons,
+                   classifier_reason(result.probability)]
+        forced = self._decoded_test_pattern(analysis.view, thresholds)
+        if forced is not None:
+            return forced
+        total = round(sum(reason.score for reason in reasons), 2)
+        return Verdict(total, thresholds.action_for(total), tuple(reasons), self.name)
+
+    def _test_pattern_verdict(self, raw: bytes, thresholds: Thresholds) -> Verdict | None:
+        pattern = testpatterns.find(raw)
+        if pattern is None:
+            return None
+        return testpatterns.verdict(pattern, thresholds, variants_enabled=self.test_patterns,
+                                    engine=self.name)
+
+    def _decoded_test_pattern(self, view: MessageView, thresholds: Thresholds) -> Verdict | None:
+        """Test patterns inside encoded parts (base64, quoted-printable)."""
+        pattern = testpatterns.find(view.plain_text, view.html.visible)
+        if pattern is None:
+            return None
+        return testpatterns.verdict(pattern, thresholds, variants_enabled=self.test_patterns,
+                                    engine=self.name)
+
+    def _lookup(self, ids: Sequence[int]) -> LearnedCounts:
+        return self.store.lookup(ids) if self.store is not None else ({}, (0, 0))
+
+    # --- learning ------------------------------------------------------------------------
+
+    async def learn(self, raw: bytes, *, is_spam: bool) -> None:
+        ids = await asyncio.to_thread(self.message_token_ids, raw)
+        if self.store is None:
+            self.model.learn(ids, is_spam=is_spam)
+            return
+        digest = message_digest(raw)
+        await _in_database_thread(functools.partial(self.store.learn, is_spam=is_spam,
+                                                    digest=digest), ids)
+
+    def message_token_ids(self, raw: bytes) -> list[int]:
+        view = parse(raw, scan_limit=self.scan_limit)
+        return token_ids(tokens(view))
+
+
+def classifier_points(probability: float) -> float:
+    span = CLASSIFIER_MAX_POINTS - CLASSIFIER_MIN_POINTS
+    return round(CLASSIFIER_MIN_POINTS + span * probability, 2)
+
+
+def classifier_reason(probability: float) -> Reason:
+    percent = round(probability * 100)
+    band = _band(probability)
+    if probability >= 0.6:
+        text = f"Text resembles spam the filter has learned (spam likelihood {percent}%)"
+    elif probability <= 0.4:
+        text = f"Text resembles wanted mail (spam likelihood {percent}%)"
+    else:
+        text = f"The text classifier is unsure (spam likelihood {percent}%)"
+    return Reason(f"BAYES_{band}", text, classifier_points(probability))
+
+
+def _band(probability: float) -> str:
+    for limit, band in ((0.01, "00"), (0.05, "05"), (0.2, "20"), (0.4, "40"), (0.6, "50"),
+                        (0.8, "60"), (0.95, "80"), (0.99, "95"), (0.999, "99")):
+        if probability < limit:
+            return band
+    return "999"
+
+
+def message_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+async def _in_database_thread(function: Callable[..., T], *args: object) -> T:
+    """Run ORM code in Django's sync thread, off the event loop."""
+    from asgiref.sync import sync_to_async
+    from django.db import close_old_connections
+
+    def call() -> T:
+        close_old_connections()
+        return function(*args)
+
+    return await sync_to_async(call, thread_sensitive=True)()
+
+
+# --- models and settings --------------------------------------------------------------------
+
+
+@functools.cache
+def default_model() -> TokenCounts:
+    """The model shipped with Mailcloak, loaded once per process."""
+    resource = resources.files("mailcloak.mail.spam.model").joinpath(MODEL_RESOURCE)
+    try:
+        data = resource.read_bytes()
+    except OSError:
+        raise ModelError("the shipped spam model is missing: run `make model`") from None
+    return classifier.loads(data, source="the shipped spam model")
+
+
+@functools.cache
+def load_model(path: Path) -> TokenCounts:
+    """A model file, loaded once per process."""
+    return classifier.load(path)
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("mailcloak.mail.spam.model").joinpath(MODEL_RESOURCE)))
+
+
+def thresholds_from_settings(config: Config) -> Thresholds:
+    return Thresholds(config.spam_quarantine_score, config.spam_reject_score)
+
+
+def patterns_enabled(config: Config) -> bool:
+    """Whether the quarantine test pattern works: MAILCLOAK_SPAM_TEST_PATTERNS, by default on
+    in local mode and off in production."""
+    configured = config.spam_test_patterns
+    return (not config.is_production) if configured is None else bool(configured)

@@ -1,0 +1,249 @@
+"""A statistical text classifier that learns one message at a time.
+
+For each token it keeps in how many spam and how many ham messages the token was seen.
+Scoring follows Gary Robinson's method as SpamBayes uses it: each token's spam probability is
+smoothed towards "unknown" when it was seen rarely, the strongest clues are kept, and Fisher's
+chi-square combination of their probabilities gives a spam score between 0 and 1 that is
+rarely wrong when it is near either end and honestly unsure in between.
+
+Learning is counting, so it is incremental: a user's "spam" / "not spam" adds one message to
+the counts (`learn`) and the next scan sees it. Counts are stored in a compact binary file
+(never pickle) that loads in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+
+FORMAT = 1
+MAGIC = b"MAILCLOAK-SPAM-MODEL\n"
+
+# Robinson's smoothing: a token seen n times has probability (S*X + n*p) / (S + n).
+UNKNOWN_STRENGTH = 0.45   # S: how much weight "unknown" keeps
+UNKNOWN_PROBABILITY = 0.5  # X: the probability of a token never seen
+MIN_CLUE_STRENGTH = 0.1   # ignore tokens whose probability is within this of 0.5
+MAX_CLUES = 150
+
+_LOW = 0xFFFFFFFF
+
+
+class ModelError(Exception):
+    """A model file is missing, damaged or of another format; str() says which and why."""
+
+
+@dataclass
+class TokenCounts:
+    """Per token, the number of spam and ham messages that contained it."""
+
+    spam_messages: int = 0
+    ham_messages: int = 0
+    counts: dict[int, int] = field(default_factory=dict)  # token id -> spam << 32 | ham
+
+    def learn(self, token_ids: Iterable[int], *, is_spam: bool, times: int = 1) -> None:
+        """Count one message (`times` < 0 forgets it again)."""
+        step = times << 32 if is_spam else times
+        counts = self.counts
+        for token in set(token_ids):
+            value = counts.get(token, 0) + step
+            if value > 0:
+                counts[token] = value
+            else:
+                counts.pop(token, None)
+        if is_spam:
+            self.spam_messages = max(0, self.spam_messages + times)
+        else:
+            self.ham_messages = max(0, self.ham_messages + times)
+
+    def get(self, token: int) -> tuple[int, int]:
+        value = self.counts.get(token, 0)
+        return value >> 32, value & _LOW
+
+    def add(self, other: TokenCounts, sign: int = 1) -> None:
+        """Add (or with sign=-1 subtract) another set of counts, e.g. one fold's."""
+        counts = self.counts
+        for token, value in other.counts.items():
+            new = counts.get(token, 0) + sign * value
+            if new > 0:
+                counts[token] = new
+            else:
+                counts.pop(token, None)
+        self.spam_messages += sign * other.spam_messages
+        self.ham_messages += sign * other.ham_messages
+
+    def copy(self) -> TokenCounts:
+        return TokenCounts(self.spam_messages, self.ham_messages, dict(self.counts))
+
+
+@dataclass(frozen=True)
+class Clue:
+    token: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class Score:
+    probability: float            # 0 = surely ham, 1 = surely spam, 0.5 = no idea
+    clues: tuple[Clue, ...] = ()  # the tokens that decided it, strongest first
+
+
+def token_probability(spam: int, ham: int, spam_total: int, ham_total: int) -> float:
+    """Robinson's smoothed probability that a message containing the token is spam."""
+    seen = spam + ham
+    if seen == 0:
+        return UNKNOWN_PROBABILITY
+    spam_ratio = spam / spam_total if spam_total else 0.0
+    ham_ratio = ham / ham_total if ham_total else 0.0
+    raw = spam_ratio / (spam_ratio + ham_ratio) if spam_ratio + ham_ratio else 0.5
+    return (UNKNOWN_STRENGTH * UNKNOWN_PROBABILITY + seen * raw) / (UNKNOWN_STRENGTH + seen)
+
+
+def score(token_ids: Iterable[int], model: TokenCounts,
+          learned: Mapping[int, tuple[int, int]] | None = None,
+          learned_totals: tuple[int, int] = (0, 0)) -> Score:
+    """Spam score of a message's tokens with `model`, plus counts learned on this
+    installation (`learned`: token -> (spam, ham), `learned_totals`: messages learned)."""
+    spam_total = model.spam_messages + learned_totals[0]
+    ham_total = model.ham_messages + learned_totals[1]
+    if not spam_total or not ham_total:
+        return Score(UNKNOWN_PROBABILITY)
+    counts = model.counts
+    clues: list[tuple[float, int, float]] = []
+    for token in set(token_ids):
+        value = counts.get(token, 0)
+        spam, ham = value >> 32, value & _LOW
+        if learned:
+            extra_spam, extra_ham = learned.get(token, (0, 0))
+            spam, ham = spam + extra_spam, ham + extra_ham
+        if spam + ham == 0:
+            continue
+        probability = token_probability(spam, ham, spam_total, ham_total)
+        strength = abs(probability - 0.5)
+        if strength >= MIN_CLUE_STRENGTH:
+            clues.append((strength, token, probability))
+    clues.sort(reverse=True)
+    kept = clues[:MAX_CLUES]
+    return Score(_chi_combined([p for _, _, p in kept]),
+                 tuple(Clue(token, p) for _, token, p in kept))
+
+
+def _chi_combined(probabilities: list[float]) -> float:
+    """Fisher's combination of the clues' probabilities, as SpamBayes computes it."""
+    if not probabilities:
+        return UNKNOWN_PROBABILITY
+    spam_product = ham_product = 1.0
+    spam_exponent = ham_exponent = 0
+    for probability in probabilities:
+        # Products of many small numbers underflow: keep mantissa and exponent apart.
+        spam_product *= 1.0 - probability
+        ham_product *= probability
+        if spam_product < 1e-200:
+            spam_product, exponent = math.frexp(spam_product)
+            spam_exponent += exponent
+        if ham_product < 1e-200:
+            ham_product, exponent = math.frexp(ham_product)
+            ham_exponent += exponent
+    log2 = math.log(2.0)
+    spam_log = math.log(spam_product) + spam_exponent * log2
+    ham_log = math.log(ham_product) + ham_exponent * log2
+    freedom = 2 * len(probabilities)
+    spamminess = 1.0 - _chi2_q(-2.0 * spam_log, freedom)
+    hamminess = 1.0 - _chi2_q(-2.0 * ham_log, freedom)
+    return (spamminess - hamminess + 1.0) / 2.0
+
+
+def _chi2_q(chi2: float, freedom: int) -> float:
+    """P(X >= chi2) for a chi-square distribution with an even number of degrees of freedom."""
+    half = chi2 / 2.0
+    term = total = math.exp(-half)
+    for index in range(1, freedom // 2):
+        term *= half / index
+        total += term
+    return min(total, 1.0)
+
+
+# --- the model file -------------------------------------------------------------------------
+
+
+def save(model: TokenCounts, path: Path, *, min_messages: int = 1,
+         about: Mapping[str, object] | None = None) -> int:
+    """Write `model` to `path`, keeping tokens seen in at least `min_messages` messages.
+    Returns the number of tokens written. The file is replaced atomically."""
+    kept = sorted((token, value) for token, value in model.counts.items()
+                  if (value >> 32) + (value & _LOW) >= min_messages)
+    tokens = array("I", (token for token, _ in kept))
+    deltas = array("I", (b - a for a, b in zip([0, *tokens[:-1]], tokens, strict=True)))
+    spam = array("I", (value >> 32 for _, value in kept))
+    ham = array("I", (value & _LOW for _, value in kept))
+    header = {"format": FORMAT, "spam_messages": model.spam_messages,
+              "ham_messages": model.ham_messages, "tokens": len(kept), **(about or {})}
+    body = b"".join(_little_endian(part) for part in (deltas, spam, ham))
+    data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + zlib.compress(body, 9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+    return len(kept)
+
+
+def load(path: Path) -> TokenCounts:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read the spam model {path}: {exc.strerror}") from None
+    return loads(data, source=str(path))
+
+
+def loads(data: bytes, *, source: str = "model") -> TokenCounts:
+    if not data.startswith(MAGIC):
+        raise ModelError(f"{source} is not a Mailcloak spam model")
+    try:
+        header_line, _, compressed = data[len(MAGIC):].partition(b"\n")
+        header = json.loads(header_line)
+        if header.get("format") != FORMAT:
+            raise ModelError(f"{source} has model format {header.get('format')}, "
+                             f"this Mailcloak reads format {FORMAT}")
+        count = int(header["tokens"])
+        body = zlib.decompress(compressed)
+        if len(body) != 12 * count:
+            raise ValueError("size does not match the token count")
+        deltas, spam, ham = (_array_from(body[i * 4 * count:(i + 1) * 4 * count])
+                             for i in range(3))
+    except (ValueError, KeyError, TypeError, zlib.error, struct.error) as exc:
+        raise ModelError(f"{source} is damaged: {exc}") from None
+    counts = {token: s << 32 | h
+              for token, s, h in zip(accumulate(deltas), spam, ham, strict=True)}
+    return TokenCounts(int(header["spam_messages"]), int(header["ham_messages"]), counts)
+
+
+def read_header(path: Path) -> dict[str, object]:
+    """The description stored with a model (message counts, sources)."""
+    with path.open("rb") as handle:
+        if handle.read(len(MAGIC)) != MAGIC:
+            raise ModelError(f"{path} is not a Mailcloak spam model")
+        return dict(json.loads(handle.readline()))
+
+
+def _little_endian(values: array[int]) -> bytes:
+    if sys.byteorder == "big":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _array_from(data: bytes) -> array[int]:
+    values = array("I")
+    if values.itemsize != 4:  # pragma: no cover - every platform Mailcloak runs on
+        raise ValueError("unsigned int is not 32 bits here")
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values

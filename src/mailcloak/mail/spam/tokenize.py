@@ -1,0 +1,273 @@
+"""The words and signals the spam classifier learns from, taken from a parsed message.
+
+Only what a message in a user's inbox really carries becomes a token: words of the subject
+and of the visible text, the domains of links and of addresses in the text, and a few
+structural signs (HTML only, attachment types, hidden text, obfuscated words). Routing and
+archive headers, list headers, dates and numbers never do: they describe how a message was
+collected, not what it is. What a mailing list adds to a message (its subject tag, its
+footer, the host's advertisement) is removed first, and domains that stand for the recipient
+or were anonymised are dropped (`masked`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from collections.abc import Container, Iterable
+
+from mailcloak.mail.spam.features import MessageView, registered_domain, url_host
+
+MIN_WORD, MAX_WORD = 3, 20
+MAX_CJK_BIGRAMS = 400
+
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+_EMAIL = re.compile(r"[\w.+=-]+@((?:[\w-]+\.)+[a-z]{2,})", re.IGNORECASE)
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+                        "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
+_EMOJI = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
+_DIGITS = re.compile(r"\d+")
+_MONEY = re.compile(r"^[$€£¥]\d|^\d[\d,.]*[$€£¥]$")
+_PERCENT = re.compile(r"^\d[\d,.]*%$")
+_EDGE_PUNCTUATION = ("\"'`.,;:?()[]{}<>*_=+/\\|~^#&"
+                     "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2026\u2013\u2014-")
+_SUBJECT_PREFIX = re.compile(r"^\s*((?:re|fwd?|aw|sv|vs|antw|tr)\s*(?:\[\d+\])?:\s*)+",
+                             re.IGNORECASE)
+_SUBJECT_TAG = re.compile(r"\[([^\[\]]{1,40})\]\s*")
+_URL_WORD = re.compile(r"[a-z][a-z0-9]{2,}")
+MAX_URL_WORDS = 8
+_VIA_LIST = re.compile(r"\s+via\s+.*$", re.IGNORECASE)
+_LATIN = re.compile(r"[a-z]")
+_LOOKALIKE = re.compile("[\u0250-\u02af\u0370-\u03ff\u0400-\u04ff\u1d00-\u1dbf]")
+
+# Text that list hosts add to every message: platform footers and the hosts' advertisements.
+_LIST_BOILERPLATE = re.compile(
+    r"^[> ]*(?:You received this message because you are subscribed to the Google Groups"
+    r"|To unsubscribe from this group(?: and stop receiving emails from it)?, send an? e-?mail to"
+    r"|To (?:view|post to) this (?:discussion|group)|For more options, visit https?://groups"
+    r"|Groups\.io Links:|View/Reply Online|Mute This Topic|Mute #|Group Owner:"
+    r"|Unsubscribe: https?://groups\.io|Your use of Yahoo! Groups is subject to"
+    r"|[-=]{3,}.*(?:Yahoo! Groups Sponsor|~->)|-=-=-=-=-"
+    r"|.*\bmailing list\s*$|.*/(?:mailman/)?listinfo\b).*$",
+    re.MULTILINE | re.IGNORECASE)
+_SPONSOR_BLOCK = re.compile(
+    r"^[> ]*(?:-{5,}[^\n]*Yahoo! Groups Sponsor.*?~->|This sf\.net e-?mail is sponsored by.*?"
+    r"(?=^[> ]*_{10,}|\Z))", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+_LIST_LINE_HINTS = ("mailing list", "listinfo", "unsubscribe", "@", "http", "list")
+
+
+def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> set[str]:
+    """Every distinct token of a message (a set: the classifier counts messages, not words).
+    `masked`: domains whose mentions are dropped (the recipient's, or a corpus's anonymised
+    names)."""
+    found: set[str] = set()
+    _subject_tokens(view, found)
+    _sender_tokens(view, masked, found)
+    text = strip_list_additions(view.visible_text, view.list_names)
+    text, text_links = _address_tokens(text, masked, found)
+    _word_tokens(text, "", found)
+    _link_tokens(view, text_links, masked, found)
+    _structure_tokens(view, found)
+    return found
+
+
+def token_ids(found: Iterable[str]) -> list[int]:
+    """Stable 32-bit ids of tokens (the same in every process, unlike hash())."""
+    return [zlib.crc32(token.encode("utf-8", "surrogatepass")) for token in found]
+
+
+def strip_list_additions(text: str, list_names: frozenset[str]) -> str:
+    """The text without the footer, the advertisements and the address lines that a mailing
+    list adds: they say which list carried a message, never whether it is spam."""
+    text = _SPONSOR_BLOCK.sub("", text)
+    text = _LIST_BOILERPLATE.sub("", text)
+    if not list_names:
+        return text
+    lowered = text.lower()
+    if not any(name in lowered for name in list_names):
+        return text
+    return "\n".join(line for line in text.split("\n") if not _names_list(line, list_names))
+
+
+def _names_list(line: str, list_names: frozenset[str]) -> bool:
+    lowered = line.lower()
+    return (any(name in lowered for name in list_names)
+            and any(hint in lowered for hint in _LIST_LINE_HINTS))
+
+
+def clean_subject(subject: str, list_names: frozenset[str]) -> tuple[str, bool]:
+    """The subject without reply prefixes and without the tag a list adds ("[Cake]"), and
+    whether it was a reply or forward."""
+    prefix = _SUBJECT_PREFIX.match(subject)
+    if prefix:
+        subject = subject[prefix.end():]
+
+    def drop_list_tag(match: re.Match[str]) -> str:
+        tag = match.group(1).strip().lower()
+        return "" if any(tag in name or name in tag for name in list_names) else match.group(0)
+
+    if list_names and "[" in subject:
+        subject = _SUBJECT_TAG.sub(drop_list_tag, subject)
+        again = _SUBJECT_PREFIX.match(subject)  # "[list] Re: ..." puts the prefix after the tag
+        if again:
+            subject, prefix = subject[again.end():], prefix or again
+    return subject, prefix is not None
+
+
+def _subject_tokens(view: MessageView, found: set[str]) -> None:
+    subject, is_reply = clean_subject(view.subject, view.list_names)
+    if is_reply:
+        found.add("subject:reply")
+    letters = [char for char in subject if char.isalpha()]
+    if len(letters) >= 8 and sum(char.isupper() for char in letters) > 0.8 * len(letters):
+        found.add("subject:capitals")
+    if "!" in subject:
+        found.add("subject:exclamation")
+    _word_tokens(subject, "s:", found)
+
+
+def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
+    """The sender's name and domain and the program it wrote with, as a user's inbox shows
+    them; a list that rewrote From to its own address ("A via List") hides the sender's."""
+    name = _VIA_LIST.sub("", view.from_name)
+    _word_tokens(name, "from:", found)
+    local, _, domain = view.from_address.partition("@")
+    if domain and not any(list_name in local for list_name in view.list_names):
+        _domain_token("from", domain, masked, found)
+    mailer = view.header("X-Mailer") or view.header("User-Agent")
+    if mailer:
+        words = _DIGITS.sub("", mailer.lower()).replace("(", " ").split()[:3]
+        found.add("mailer:" + " ".join(words))
+
+
+def _address_tokens(text: str, masked: Container[str], found: set[str]) -> tuple[str, int]:
+    """Tokens for the domains of links and addresses written in the text. Returns the text
+    without them (their paths and local parts are noise as words) and the number of links."""
+    links = 0
+    for match in _URL.finditer(text):
+        url = match.group(0).rstrip(_EDGE_PUNCTUATION)
+        _domain_token("url", url_host(url), masked, found)
+        _url_path_tokens(url, found)
+        links += 1
+    for match in _EMAIL.finditer(text):
+        domain = match.group(1).lower()
+        _domain_token("email", domain, masked, found)
+        local = match.group(0).partition("@")[0].lower()
+        if local.isalpha() and len(local) <= 12 and registered_domain(domain) not in masked:
+            found.add("email-user:" + local)
+    return _EMAIL.sub(" ", _URL.sub(" ", text)), links
+
+
+def _link_tokens(view: MessageView, text_links: int, masked: Container[str],
+                 found: set[str]) -> None:
+    urls = [href for href, _ in view.html.links] + view.html.urls
+    if view.list_names:  # the list's own links (archive, unsubscribe) say nothing of the mail
+        urls = [url for url in urls if not _is_list_url(url.lower(), view.list_names)]
+    for url in urls:
+        _domain_token("url", url_host(url), masked, found)
+        _url_path_tokens(url, found)
+    links = len(urls) + text_links
+    found.add("links:" + ("none" if not links else "few" if links < 4 else
+                          "some" if links < 15 else "many"))
+
+
+def _is_list_url(url: str, list_names: frozenset[str]) -> bool:
+    return ("listinfo" in url or "groups.google.com" in url
+            or any(name in url for name in list_names))
+
+
+def _url_path_tokens(url: str, found: set[str]) -> None:
+    """Words of a link's path and query ("remove", "unsubscribe", "cgi"), not its ids."""
+    _, _, rest = url.partition("://")
+    path = rest.partition("/")[2] if rest else url.partition("/")[2]
+    for word in _URL_WORD.findall(path.lower())[:MAX_URL_WORDS]:
+        if len(word) <= MAX_WORD and not word.isdigit():
+            found.add("url-word:" + _DIGITS.sub("#", word))
+
+
+def _domain_token(kind: str, host: str, masked: Container[str], found: set[str]) -> None:
+    if not host:
+        return
+    if host.replace(".", "").replace(":", "").isdigit() or host.startswith("["):
+        found.add(f"{kind}:ip-address")
+        return
+    domain = registered_domain(host)
+    if domain in masked or host in masked or "." not in domain:
+        return
+    found.add(f"{kind}:{domain}")
+    found.add(f"{kind}-tld:{domain.rsplit('.', 1)[-1]}")
+    if host.startswith("xn--") or ".xn--" in host:
+        found.add(f"{kind}:punycode")
+
+
+def _structure_tokens(view: MessageView, found: set[str]) -> None:
+    if view.has_html:
+        found.add("body:html+text" if view.has_plain else "body:html-only")
+    elif not view.has_plain:
+        found.add("body:no-text")
+    visible = len(view.visible_text.split())
+    found.add("words:" + ("none" if visible < 3 else "few" if visible < 40 else
+                          "some" if visible < 400 else "many"))
+    if len(view.html.hidden.split()) >= 10:
+        found.add("html:hidden-text")
+    if view.html.images:
+        found.add("html:images" if view.html.images > 2 else "html:image")
+    if view.html.forms:
+        found.add("html:form")
+    for charset in view.charsets:
+        found.add("charset:" + charset)
+    for attachment in view.attachments[:20]:
+        found.add("attachment:" + attachment.content_type)
+        extension = attachment.filename.rpartition(".")[2].lower()
+        if extension and extension != attachment.filename.lower() and len(extension) <= 5:
+            found.add("attachment-ext:" + extension)
+
+
+def _word_tokens(text: str, prefix: str, found: set[str]) -> None:
+    if not text.isascii():
+        if _INVISIBLE.search(text):
+            found.add(prefix + "invisible-characters")
+            text = _INVISIBLE.sub("", text)
+        if _EMOJI.search(text):
+            found.add(prefix + "emoji")
+        if _CJK.search(text):
+            _cjk_tokens(text, prefix, found)
+        text = unicodedata.normalize("NFKC", text)
+    for raw_word in text.lower().split():
+        word = raw_word.strip(_EDGE_PUNCTUATION)
+        if len(word) < MIN_WORD:
+            continue
+        token = _word_token(word)
+        if token:
+            found.add(prefix + token)
+
+
+def _word_token(word: str) -> str:
+    if not word.isascii():
+        if _LOOKALIKE.search(word) and _LATIN.search(word):
+            return "mixed-script-word"
+        if _CJK.search(word):
+            return ""  # counted as bigrams
+    if any(char.isdigit() for char in word):
+        if _MONEY.search(word):
+            return "amount-of-money"
+        if _PERCENT.match(word):
+            return "percentage"
+        word = _DIGITS.sub("#", word)  # no numbers, dates or years: they tell when, not what
+        if sum(char.isalpha() for char in word) < 2:
+            return ""
+    if len(word) > MAX_WORD:
+        return f"long-word:{word[0]}:{min(len(word) // 10, 9)}"
+    return word
+
+
+def _cjk_tokens(text: str, prefix: str, found: set[str]) -> None:
+    count = 0
+    for run in _CJK_RUN.findall(text):
+        for index in range(len(run) - 1):
+            found.add(prefix + "cjk:" + run[index:index + 2])
+            count += 1
+            if count >= MAX_CJK_BIGRAMS:
+                return
