@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_smtpd(args: argparse.Namespace) -> int:
     setup_django()
-    from mailcloak.mail.smtpd import ListenError, serve
+    from mailcloak.mail.smtpd_processes import ListenError, serve
 
     try:
         return serve(mailcloak_settings.get())
