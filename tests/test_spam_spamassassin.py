@@ -7,7 +7,6 @@ Tests that need the daemon skip with the reason when spamd is not installed
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -79,23 +78,11 @@ def test_reasons_are_the_rules_that_scored_in_words(engine: SpamAssassinEngine) 
 
 def test_learning_reaches_the_bayes_database(engine: SpamAssassinEngine,
                                              spamd: SpamdDaemon) -> None:
-    before = bayes_counts(spamd)
+    before = spamd.bayes_counts()
     asyncio.run(engine.learn(spammy(), is_spam=True))
     asyncio.run(engine.learn(spammy(), is_spam=True))  # again: nothing to do, still fine
     asyncio.run(engine.learn(ham(), is_spam=False))
-    assert bayes_counts(spamd) == {"nspam": before["nspam"] + 1, "nham": before["nham"] + 1}
-
-
-def bayes_counts(spamd: SpamdDaemon) -> dict[str, int]:
-    """nspam and nham from `sa-learn --dump magic` on the daemon's Bayes database."""
-    done = subprocess.run(["sa-learn", "--siteconfigpath", str(spamd.site_config),
-                           "--dump", "magic"], capture_output=True, text=True, timeout=60)
-    counts = {"nspam": 0, "nham": 0}
-    for line in done.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[-1] in counts:
-            counts[fields[-1]] = int(fields[2])
-    return counts
+    assert spamd.bayes_counts() == {"nspam": before["nspam"] + 1, "nham": before["nham"] + 1}
 
 
 # --- the hop we add in front of the message ------------------------------------------------------

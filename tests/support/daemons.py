@@ -55,16 +55,22 @@ class RedisDaemon:
     host: str
     port: int
 
-    def hget(self, key: str, field: str) -> str | None:
-        """HGET over Redis's own protocol (RESP), to look at what a daemon stored."""
-        words = [b"HGET", key.encode(), field.encode()]
-        request = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w)
-                                                      for w in words)
-        with socket.create_connection((self.host, self.port), timeout=10) as conn:
+    def command(self, *words: str) -> str | int | None:
+        """One command over Redis's own protocol (RESP): a status, integer or string reply."""
+        request = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
+        with socket.create_connection((self.host, self.port), timeout=30) as conn:
             conn.sendall(request)
             reply = conn.makefile("rb")
-            size = int(reply.readline()[1:])
-            return None if size < 0 else reply.read(size).decode()
+            line = reply.readline().decode().rstrip("\r\n")
+            kind, rest = line[:1], line[1:]
+            if kind == "-":
+                raise RuntimeError(f"redis: {rest}")
+            if kind == ":":
+                return int(rest)
+            if kind == "$":
+                return None if int(rest) < 0 else reply.read(int(rest)).decode()
+            return rest
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,13 @@ class RspamdDaemon:
     def bayes_learns(self) -> dict[str, int]:
         """Messages Rspamd's Bayes has learned, per class (from its Redis store)."""
         assert self.redis is not None, "Rspamd runs without Redis: no Bayes"
-        return {kind: int(self.redis.hget("RS", f"learns_{kind}") or 0)
+        return {kind: int(self.redis.command("HGET", "RS", f"learns_{kind}") or 0)
                 for kind in ("spam", "ham")}
+
+    def forget_bayes(self) -> None:
+        """Empty the Bayes store (every key in its Redis)."""
+        assert self.redis is not None, "Rspamd runs without Redis: no Bayes"
+        self.redis.command("FLUSHALL")
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,27 @@ class SpamdDaemon:
     port: int
     log: Path
     site_config: Path  # its --siteconfigpath: sa-learn with it sees the same Bayes database
+
+    def sa_learn(self, *args: str) -> str:
+        """Run sa-learn on spamd's Bayes database, as spamd's user; returns its output."""
+        argv = [str(_which("sa-learn")), "--siteconfigpath", str(self.site_config), *args]
+        if _drops_to(SPAMD_USER):
+            argv = ["runuser", "-u", SPAMD_USER, "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"sa-learn {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def bayes_counts(self) -> dict[str, int]:
+        """Messages learned, {"nspam": N, "nham": N}, from `sa-learn --dump magic`."""
+        counts = {"nspam": 0, "nham": 0}
+        if not any((self.site_config.parent / "bayes").glob("bayes_toks*")):
+            return counts  # nothing learned yet: no database to dump
+        for line in self.sa_learn("--dump", "magic").splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1] in counts:
+                counts[fields[-1]] = int(fields[2])
+        return counts
 
     @property
     def address(self) -> str:
