@@ -100,17 +100,21 @@ def _database_task(func: Callable[..., T], *args: Any) -> T:
 
 
 class Connections:
-    """The live sessions of one server, at most `limit` at a time."""
+    """The live sessions of one server, at most `limit` at a time, none once it stops."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.live: set[SmtpProtocol] = set()
+        self.stopping = False
 
-    def admit(self, protocol: SmtpProtocol) -> bool:
+    def admit(self, protocol: SmtpProtocol) -> Reply | None:
+        """None when `protocol` may go on, else the reply that turns it away."""
+        if self.stopping:
+            return replies.SHUTTING_DOWN
         if len(self.live) >= self.limit:
-            return False
+            return replies.TOO_MANY_CONNECTIONS
         self.live.add(protocol)
-        return True
+        return None
 
 
 class MailcloakEnvelope(Envelope):
@@ -186,10 +190,10 @@ class SmtpProtocol(SMTP):
         return MailcloakEnvelope()
 
     async def _handle_client(self) -> None:
-        if not self._sessions.admit(self):
-            log.warning("connection refused: %d sessions already (peer=%s)",
-                        self._sessions.limit, peer_ip(self.session))
-            await self._close_with(replies.TOO_MANY_CONNECTIONS)
+        refusal = self._sessions.admit(self)
+        if refusal is not None:
+            log.warning("connection refused: %s (peer=%s)", refusal.line, peer_ip(self.session))
+            await self._close_with(refusal)
             return
         await super()._handle_client()
 
@@ -444,6 +448,7 @@ class SmtpServer:
         """Stop listening, close idle sessions, let a message being committed get its reply."""
         if self._server is not None:
             self._server.close()
+        self.sessions.stopping = True  # connections accepted but not yet greeted are turned away
         for session in list(self.sessions.live):
             session.shut_down()
         loop = asyncio.get_running_loop()
