@@ -28,6 +28,7 @@ from tests.support.daemons import (
     RspamdDaemon,
     canned_server,
     ham,
+    message,
     missing,
     running_redis,
     running_rspamd,
@@ -104,6 +105,15 @@ def test_the_envelope_reaches_rspamd(engine: RspamdEngine) -> None:
     assert not codes & {"R_SPF_FAIL", "FORGED_SENDER"}
 
 
+def test_international_addresses_do_not_look_broken(engine: RspamdEngine) -> None:
+    for mail_from in ("ada@sendér.test", "jörg@sender.test"):
+        request = ScanRequest(raw=ham(), mail_from=mail_from,
+                              recipients=("k3v9@alias.test", "zoë@alias.test"))
+        verdict = asyncio.run(engine.scan(request, THRESHOLDS))
+        assert "BROKEN_HEADERS" not in {reason.code for reason in verdict.reasons}
+        assert verdict.action is Action.DELIVER
+
+
 def test_our_thresholds_decide_not_rspamds(engine: RspamdEngine) -> None:
     raw = spammy()
     verdict = asyncio.run(engine.scan(ScanRequest(raw=raw), THRESHOLDS))
@@ -122,6 +132,15 @@ def test_learning_spam_and_ham_reaches_bayes(engine: RspamdEngine,
     asyncio.run(engine.learn(ham(), is_spam=False))  # again: already learned, still fine
     after = rspamd.bayes_learns()
     assert after == {"spam": before["spam"] + 1, "ham": before["ham"] + 1}
+
+
+def test_a_message_too_short_to_learn_is_declined_quietly(
+        engine: RspamdEngine, rspamd: RspamdDaemon, caplog: pytest.LogCaptureFixture) -> None:
+    before = rspamd.bayes_learns()
+    asyncio.run(engine.learn(message("Hi", "ok\n"), is_spam=True))
+    assert rspamd.bayes_learns() == before
+    assert [r.getMessage() for r in caplog.records] == [
+        "rspamd declined to learn a message (HTTP 204)"]
 
 
 def test_learning_with_a_wrong_password_is_refused(rspamd: RspamdDaemon) -> None:
@@ -187,6 +206,14 @@ def test_peer_without_verified_name_is_unknown(dns_server: DnsServer) -> None:
         known = asyncio.run(scan_headers(ScanRequest(raw=b"", peer_ip=KNOWN_PEER)))
     assert unknown == [("IP", UNKNOWN_PEER), ("Hostname", "unknown")]
     assert known == [("IP", KNOWN_PEER), ("Hostname", "mx.sender.test")]
+
+
+def test_international_addresses_are_sent_as_rspamd_reads_them() -> None:
+    request = ScanRequest(raw=b"", helo="mx.xn--sendr-esa.test", mail_from="ada@sendér.test",
+                          recipients=("zoë@alias.test", "k3v9@alias.test"))
+    assert asyncio.run(scan_headers(request)) == [
+        ("Helo", "mx.xn--sendr-esa.test"), ("From", "ada@xn--sendr-esa.test"),
+        ("Rcpt", "k3v9@alias.test")]
 
 
 def test_header_values_stay_on_one_line() -> None:

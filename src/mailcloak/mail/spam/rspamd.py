@@ -108,8 +108,8 @@ class RspamdEngine:
             raise EngineUnavailable(f"rspamd could not learn: HTTP {reply.status}: "
                                     f"{_error_text(reply)}")
         # Rspamd declines messages it cannot learn from (too few words, say): nothing to retry.
-        log.warning("rspamd declined to learn a message: HTTP %s: %s", reply.status,
-                    _error_text(reply))
+        # Its explanation quotes the Message-ID, so only the status is logged.
+        log.warning("rspamd declined to learn a message (HTTP %s)", reply.status)
 
     async def _post(self, base: str, path: str, body: bytes,
                     headers: list[tuple[str, str]]) -> HttpReply:
@@ -128,18 +128,30 @@ class RspamdEngine:
 
 async def scan_headers(request: ScanRequest) -> list[tuple[str, str]]:
     """The envelope as Rspamd's request headers."""
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[str, str | None]] = []
     if request.peer_ip:
         headers += [("IP", request.peer_ip),
                     ("Hostname", await verified_hostname(request.peer_ip))]
     if request.helo:
-        headers.append(("Helo", request.helo))
+        headers.append(("Helo", request.helo if request.helo.isascii() else None))
     if request.mail_from:
-        headers.append(("From", request.mail_from))
-    headers += [("Rcpt", rcpt) for rcpt in request.recipients]
+        headers.append(("From", ascii_address(request.mail_from)))
+    headers += [("Rcpt", ascii_address(rcpt)) for rcpt in request.recipients]
     if request.direction is Direction.OUTBOUND and request.mail_from:
         headers.append(("User", request.mail_from))
-    return [(name, _one_line(value)) for name, value in headers]
+    return [(name, _one_line(value)) for name, value in headers if value]
+
+
+def ascii_address(address: str) -> str | None:
+    """The address as Rspamd 3.4 accepts it: an international domain in its xn-- form; None
+    for a non-ASCII local part, which Rspamd would score as broken headers (8 points)."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local.isascii():
+        return None
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return None
 
 
 def _one_line(value: str) -> str:
@@ -222,9 +234,11 @@ async def http_post(url: str, body: bytes, headers: list[tuple[str, str]]) -> Ht
     reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=tls)
     try:
         connection = h11.Connection(h11.CLIENT)
+        fields = [("Host", parts.netloc), ("Connection", "close"),
+                  ("Content-Length", str(len(body))), *headers]
+        # UTF-8 values (SMTPUTF8 addresses) as Rspamd reads them; h11 would insist on ASCII.
         request = h11.Request(method="POST", target=(parts.path or "/") + _query(parts.query),
-                              headers=[("Host", parts.netloc), ("Connection", "close"),
-                                       ("Content-Length", str(len(body))), *headers])
+                              headers=[(n.encode(), v.encode()) for n, v in fields])
         for event in (request, h11.Data(data=body), h11.EndOfMessage()):
             writer.write(connection.send(event) or b"")
         await writer.drain()
