@@ -442,14 +442,14 @@ def test_stopping_closes_idle_sessions(db):
 
 def test_stopping_lets_a_message_being_stored_get_its_reply(alias, monkeypatch):
     started, release = threading.Event(), threading.Event()
-    real_accept = intake.accept
+    real_store = intake.store
 
-    def slow_accept(message):
+    def slow_store(message):
         started.set()
         release.wait(10)
-        return real_accept(message)
+        return real_store(message)
 
-    monkeypatch.setattr(intake, "accept", slow_accept)
+    monkeypatch.setattr(intake, "store", slow_store)
     server = RunningServer().__enter__()
     stopper = threading.Thread(target=server.__exit__, args=(None, None, None))
     try:

@@ -50,15 +50,21 @@ def accept(message: InboundMessage) -> Outcome:
     try:
         with transaction.atomic():
             return store(message)
-    except UnparseableMessage:
+    except Exception as exc:
+        return failed(message, exc)
+
+
+def failed(message: InboundMessage, exc: Exception) -> Outcome:
+    """The reply for a message that could not be stored: it stays the client's to retry."""
+    if isinstance(exc, UnparseableMessage):
         return Outcome(replies.UNPARSEABLE)
-    except DatabaseError as exc:
+    if isinstance(exc, DatabaseError):
         log.warning("message %s not stored: database error %s", message.queue_id,
                     describe(exc))
         return Outcome(replies.TEMPORARY_FAILURE)
-    except Exception as exc:  # a bug must cost a retry, never a lost message or a 250
-        log.error("message %s not stored: %s", message.queue_id, describe(exc))
-        return Outcome(replies.LOCAL_ERROR)
+    # A bug must cost a retry, never a lost message or a 250.
+    log.error("message %s not stored: %s", message.queue_id, describe(exc))
+    return Outcome(replies.LOCAL_ERROR)
 
 
 def store(message: InboundMessage) -> Outcome:

@@ -37,8 +37,10 @@ from mailcloak.mail.addresses import (
     redact,
     split_path,
 )
+from mailcloak.mail.committer import GroupCommitter
 from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.worker import wake as wake_workers
 from mailcloak.settings import Config
 
 log = logging.getLogger("mailcloak.smtpd")
@@ -340,9 +342,11 @@ class SmtpProtocol(SMTP):
 class Handler:
     """aiosmtpd hooks: the decisions of a session, from EHLO to the end of DATA."""
 
-    def __init__(self, options: ServerOptions, database: DatabaseThreads) -> None:
+    def __init__(self, options: ServerOptions, database: DatabaseThreads,
+                 committer: GroupCommitter) -> None:
         self.options = options
         self.database = database
+        self.committer = committer
 
     async def handle_MAIL(self, server: SmtpProtocol, session: Session,
                           envelope: MailcloakEnvelope, address: str,
@@ -391,7 +395,12 @@ class Handler:
         message = intake.InboundMessage(queue_id=queue_id, sender=str(envelope.sender),
                                         recipients=tuple(envelope.decisions),
                                         content=envelope.content)
-        outcome = await self.database.run(intake.accept, message)
+        try:
+            outcome = await self.committer.run(intake.store, message)
+        except Exception as exc:
+            outcome = intake.failed(message, exc)
+        else:
+            wake_workers()  # a worker in this process delivers it without waiting to poll
         self._log_message(queue_id, outcome.reply, session, envelope, outcome)
         return outcome.reply.line
 
@@ -427,7 +436,8 @@ class SmtpServer:
         self.options = options
         self.sessions = Connections(options.max_connections)
         self.database = DatabaseThreads(options.database_threads)
-        self.handler = Handler(options, self.database)
+        self.committer = GroupCommitter()
+        self.handler = Handler(options, self.database, self.committer)
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
@@ -461,6 +471,7 @@ class SmtpServer:
         if self._server is not None:
             await self._server.wait_closed()
         await loop.run_in_executor(None, self.database.close)
+        await loop.run_in_executor(None, self.committer.close)
 
 
 async def start_smtp_server(config: Config, *, host: str, port: int,

@@ -1,0 +1,103 @@
+"""Group commit: messages that arrive together share one transaction and one fsync.
+
+The SMTP server hands each accepted message to one writer thread. While that thread commits a
+batch, new messages queue up; the next batch takes all of them (up to a limit). Each message
+runs in its own savepoint, so one that fails is rolled back alone; each caller gets its result
+only after the shared commit, so a 250 still means "durably stored". If the commit itself fails,
+every message of the batch gets the error (and the client a 4xx), none is half-stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.db import close_old_connections, connections, transaction
+
+log = logging.getLogger("mailcloak.smtpd")
+T = TypeVar("T")
+
+MAX_BATCH = 64
+
+
+@dataclass
+class _Work(Generic[T]):
+    func: Callable[..., T]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+class GroupCommitter:
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        self.max_batch = max_batch
+        self.batches = 0  # for tests and the curious: how many commits so far
+        self._queue: queue.SimpleQueue[_Work[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="smtpd-commit", daemon=True)
+        self._thread.start()
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func(*args)` in the writer thread inside the next batch's transaction; returns
+        (or raises) once that transaction has committed (or failed)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Work(func, args, loop, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(batch)
+        finally:
+            connections.close_all()
+
+    def _next_batch(self) -> list[_Work[Any]] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if work is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(work)
+        return batch
+
+    def _commit(self, batch: list[_Work[Any]]) -> None:
+        results: list[tuple[bool, Any]] = []
+        close_old_connections()  # a connection that broke or outlived CONN_MAX_AGE
+        try:
+            with transaction.atomic():
+                for work in batch:
+                    try:
+                        with transaction.atomic():  # a savepoint: a failure undoes this one only
+                            results.append((True, work.func(*work.args)))
+                    except Exception as exc:
+                        results.append((False, exc))
+        except Exception as exc:  # the commit failed: nothing of the batch is stored
+            results = [(False, exc)] * len(batch)
+        self.batches += 1
+        for work, (ok, value) in zip(batch, results, strict=True):
+            work.loop.call_soon_threadsafe(_settle, work.future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
