@@ -65,6 +65,35 @@ def parse_int(raw: str) -> int:
     return value
 
 
+def parse_positive_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def parse_key(raw: str) -> bytes:
+    """A 256-bit key in base64 (standard or URL-safe alphabet); empty for none."""
+    import base64
+    import binascii
+
+    value = raw.strip()
+    if not value:
+        return b""
+    try:
+        key = base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4),
+                               validate=True)
+    except binascii.Error:
+        raise ValueError("expected 32 bytes in base64 (`openssl rand -base64 32`)") from None
+    if len(key) != 32:
+        raise ValueError(f"expected 32 bytes in base64, got {len(key)} bytes")
+    return key
+
+
+def parse_key_list(raw: str) -> tuple[bytes, ...]:
+    return tuple(parse_key(part) for part in raw.split(",") if part.strip())
+
+
 def parse_size(raw: str) -> int:
     """Bytes, with an optional K/M/G suffix (powers of 1000, as SMTP SIZE counts)."""
     value = raw.strip().upper().removesuffix("B")
@@ -262,6 +291,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SPAM_TIMEOUT", "10s", parse_duration,
             "How long a scan by Rspamd or spamd may take; past it, or with the engine down, "
             "the sender is told to retry (451 4.7.1)."),
+    Setting("QUARANTINE_DAYS", "7", parse_positive_int,
+            "Days blocked mail stays in its owner's quarantine (and rejections in its log) "
+            "before it is deleted for good."),
+    Setting("QUARANTINE_KEY", "", parse_key,
+            "Key that encrypts quarantined mail (32 bytes, base64). When unset one is generated "
+            "into `DATA_DIR/quarantine.key` on first use; nodes sharing a database need the "
+            "same key."),
+    Setting("QUARANTINE_OLD_KEYS", "", parse_key_list,
+            "Earlier quarantine keys, comma-separated, still used to read mail stored before "
+            "a key rotation (see docs/quarantine.md)."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
             "Log verbosity."),
 )

@@ -35,8 +35,26 @@ class UserManager(BaseUserManager["User"]):
 class User(AbstractUser):
     """A Mailcloak account; the login is the email address (no user name)."""
 
+    class Digest(models.TextChoices):
+        """How the owner hears about mail held in the quarantine."""
+
+        OFF = "off", "Never"
+        DAILY = "daily", "One email a day at most"
+        IMMEDIATELY = "immediately", "As soon as mail is held"
+
+    class Sensitivity(models.TextChoices):
+        """The spam filter's strictness (mailcloak.mail.spam.verdict.Sensitivity)."""
+
+        RELAXED = "relaxed", "Relaxed: hold only obvious spam"
+        NORMAL = "normal", "Normal"
+        STRICT = "strict", "Strict: hold anything doubtful"
+
     username = None  # type: ignore[assignment]
     email = models.EmailField("email address", unique=True)
+    quarantine_digest = models.CharField("quarantine emails", max_length=12,
+                                         choices=Digest.choices, default=Digest.DAILY)
+    spam_sensitivity = models.CharField("spam filter", max_length=8,
+                                        choices=Sensitivity.choices, default=Sensitivity.NORMAL)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

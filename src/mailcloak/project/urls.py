@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("mailcloak.accounts.urls")),
     path("aliases/", include("mailcloak.aliases.urls")),
+    path("quarantine/", include("mailcloak.quarantine.urls")),
     path("outbox/", include("mailcloak.outbox.urls")),
     path("api/", include("mailcloak.api.urls")),
 ]
