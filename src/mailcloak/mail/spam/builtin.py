@@ -12,7 +12,7 @@ import asyncio
 import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -35,12 +35,6 @@ if TYPE_CHECKING:
 
 ENGINE_NAME = "builtin"
 MODEL_RESOURCE = "spam-model.bin"
-
-# The classifier's share of the score: from -3 points (surely wanted mail) to +8 (surely
-# spam). On its own it quarantines above 0.9 and never rejects: an SMTP rejection needs a
-# rule, a failed authentication or a test pattern to agree.
-CLASSIFIER_MIN_POINTS = -3.0
-CLASSIFIER_MAX_POINTS = 8.0
 
 T = TypeVar("T")
 LearnedCounts = tuple[Mapping[int, tuple[int, int]], tuple[int, int]]
@@ -123,9 +117,14 @@ class BuiltinEngine:
     def decide(self, request: ScanRequest, analysis: Analysis, thresholds: Thresholds,
                learned: LearnedCounts | None = None) -> Verdict:
         counts, totals = learned or ({}, (0, 0))
-        result = classifier.score(analysis.token_ids, self.model, counts, totals)
-        reasons = [*request.auth_reasons, *analysis.rule_reasons,
-                   classifier_reason(result.probability)]
+        model = self.model
+        result = classifier.score(analysis.token_ids, model, counts, totals)
+        calibration = model.calibration
+        rule_reasons = [replace(reason, score=calibration.rule_points(reason.code, reason.score))
+                        for reason in analysis.rule_reasons]
+        text_reason = classifier_reason(result.probability,
+                                        calibration.text_points(result.probability))
+        reasons = [*request.auth_reasons, *rule_reasons, text_reason]
         forced = self._decoded_test_pattern(analysis.view, thresholds)
         if forced is not None:
             return forced
@@ -166,12 +165,7 @@ class BuiltinEngine:
         return token_ids(tokens(view))
 
 
-def classifier_points(probability: float) -> float:
-    span = CLASSIFIER_MAX_POINTS - CLASSIFIER_MIN_POINTS
-    return round(CLASSIFIER_MIN_POINTS + span * probability, 2)
-
-
-def classifier_reason(probability: float) -> Reason:
+def classifier_reason(probability: float, points: float) -> Reason:
     percent = round(probability * 100)
     band = _band(probability)
     if probability >= 0.6:
@@ -180,7 +174,7 @@ def classifier_reason(probability: float) -> Reason:
         text = f"Text resembles wanted mail (spam likelihood {percent}%)"
     else:
         text = f"The text classifier is unsure (spam likelihood {percent}%)"
-    return Reason(f"BAYES_{band}", text, classifier_points(probability))
+    return Reason(f"BAYES_{band}", text, points)
 
 
 def _band(probability: float) -> str:

@@ -47,6 +47,7 @@ class TokenCounts:
     spam_messages: int = 0
     ham_messages: int = 0
     counts: dict[int, int] = field(default_factory=dict)  # token id -> spam << 32 | ham
+    calibration: Calibration = field(default_factory=lambda: Calibration())
 
     def learn(self, token_ids: Iterable[int], *, is_spam: bool, times: int = 1) -> None:
         """Count one message (`times` < 0 forgets it again)."""
@@ -80,7 +81,59 @@ class TokenCounts:
         self.ham_messages += sign * other.ham_messages
 
     def copy(self) -> TokenCounts:
-        return TokenCounts(self.spam_messages, self.ham_messages, dict(self.counts))
+        return TokenCounts(self.spam_messages, self.ham_messages, dict(self.counts),
+                           self.calibration)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the classifier's probability and the rules' hits become points, learned with the
+    model (see train.py). Points are `scale` times a logistic model's log-odds, shifted so
+    that its decision point (`cut`) lands on the normal quarantine threshold:
+
+        text points = QUARANTINE_POINTS + scale * (bias - cut + text_weight * text_evidence(p))
+        rule points = scale * rule_weight(rule) * the rule's own points
+
+    The default, used before any calibration, keeps each rule's own points."""
+
+    bias: float = 0.0
+    cut: float = 0.6
+    scale: float = 2.0
+    text_weight: float = 1.0
+    rule_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def text_points(self, probability: float) -> float:
+        log_odds = self.scale * (self.bias - self.cut + self.text_weight
+                                 * text_evidence(probability))
+        return round(min(QUARANTINE_POINTS + log_odds, MAX_TEXT_POINTS), 2)
+
+    def rule_points(self, rule: str, points: float) -> float:
+        return round(self.scale * self.rule_weights.get(rule, DEFAULT_RULE_WEIGHT) * points, 2)
+
+    def to_json(self) -> dict[str, object]:
+        return {"bias": self.bias, "cut": self.cut, "scale": self.scale,
+                "text_weight": self.text_weight, "rule_weights": dict(self.rule_weights)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Calibration:
+        weights = data.get("rule_weights") or {}
+        if not isinstance(weights, dict):
+            raise ValueError("rule_weights is not a mapping")
+        return cls(float(data["bias"]), float(data["cut"]),  # type: ignore[arg-type]
+                   float(data["scale"]), float(data["text_weight"]),  # type: ignore[arg-type]
+                   {str(k): float(v) for k, v in weights.items()})
+
+
+QUARANTINE_POINTS = 5.0   # the normal quarantine threshold the calibration aims at
+MAX_TEXT_POINTS = 9.0     # the text alone never reaches the normal reject threshold
+DEFAULT_RULE_WEIGHT = 0.5  # with scale 2: a rule's own points
+EVIDENCE_LIMIT = 1e-6
+
+
+def text_evidence(probability: float) -> float:
+    """The classifier's probability as log-odds, bounded, on a scale near the rules'."""
+    p = min(max(probability, EVIDENCE_LIMIT), 1.0 - EVIDENCE_LIMIT)
+    return math.log(p / (1.0 - p)) / 4.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +237,8 @@ def save(model: TokenCounts, path: Path, *, min_messages: int = 1,
     spam = array("I", (value >> 32 for _, value in kept))
     ham = array("I", (value & _LOW for _, value in kept))
     header = {"format": FORMAT, "spam_messages": model.spam_messages,
-              "ham_messages": model.ham_messages, "tokens": len(kept), **(about or {})}
+              "ham_messages": model.ham_messages, "tokens": len(kept), **(about or {}),
+              "calibration": model.calibration.to_json()}
     body = b"".join(_little_endian(part) for part in (deltas, spam, ham))
     data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + zlib.compress(body, 9)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +275,13 @@ def loads(data: bytes, *, source: str = "model") -> TokenCounts:
         raise ModelError(f"{source} is damaged: {exc}") from None
     counts = {token: s << 32 | h
               for token, s, h in zip(accumulate(deltas), spam, ham, strict=True)}
-    return TokenCounts(int(header["spam_messages"]), int(header["ham_messages"]), counts)
+    try:
+        stored = header.get("calibration")
+        calibration = Calibration.from_json(stored) if stored else Calibration()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{source} has a damaged calibration: {exc}") from None
+    return TokenCounts(int(header["spam_messages"]), int(header["ham_messages"]), counts,
+                       calibration)
 
 
 def read_header(path: Path) -> dict[str, object]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mailcloak.mail.spam.features import parse
+from mailcloak.mail.spam.rules import DEFAULT_RULES, RuleChain
 from mailcloak.mail.spam.tokenize import clean_subject, strip_list_additions, token_ids, tokens
 
 MAX_MESSAGE_BYTES = 20_000_000
@@ -70,6 +71,7 @@ class Prepared:
     message: CorpusMessage
     token_ids: list[int]
     signature: tuple[int, ...]
+    rule_hits: tuple[tuple[str, float], ...]  # (rule, its own points) for each rule that hit
 
 
 def read(ham_dirs: Iterable[Path], spam_dirs: Iterable[Path]) -> list[CorpusMessage]:
@@ -90,15 +92,16 @@ def _read_dirs(dirs: Iterable[Path]) -> Iterator[tuple[Path, bytes]]:
 
 
 def prepare(messages: Sequence[CorpusMessage], *, progress: Progress | None = None,
-            scan_limit: int | None = None) -> list[Prepared]:
+            rules: RuleChain | None = None) -> list[Prepared]:
+    chain = rules or RuleChain(DEFAULT_RULES)
     prepared = []
     for message in messages:
-        view = parse(message.raw) if scan_limit is None else parse(message.raw,
-                                                                   scan_limit=scan_limit)
+        view = parse(message.raw)
         ids = token_ids(tokens(view, masked=ANONYMISED))
         subject, _ = clean_subject(view.subject, view.list_names)
         text = subject + "\n" + strip_list_additions(view.visible_text, view.list_names)
-        prepared.append(Prepared(message, ids, signature(text)))
+        hits = tuple((reason.code, reason.score) for reason in chain.run(view))
+        prepared.append(Prepared(message, ids, signature(text), hits))
         if progress is not None:
             progress.advance()
     return prepared

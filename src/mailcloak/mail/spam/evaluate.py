@@ -16,6 +16,7 @@ from typing import TextIO
 
 from mailcloak.mail.spam.builtin import BuiltinEngine
 from mailcloak.mail.spam.classifier import TokenCounts
+from mailcloak.mail.spam.train import train
 from mailcloak.mail.spam.corpus import (
     CorpusMessage,
     Progress,
@@ -94,20 +95,14 @@ def cross_validate(messages: Sequence[CorpusMessage], thresholds: Thresholds, *,
     progress.finish()
     groups = near_duplicate_groups([item.signature for item in prepared])
     fold_of = assign_folds([m.is_spam for m in messages], groups, folds)
-    fold_counts = [TokenCounts() for _ in range(folds)]
-    for item, fold in zip(prepared, fold_of, strict=True):
-        fold_counts[fold].learn(item.token_ids, is_spam=item.message.is_spam)
-    everything = TokenCounts()
-    for counts in fold_counts:
-        everything.add(counts)
     outcomes: list[Outcome] = []
     progress = Progress(len(messages), "scanning", stream)
     for fold in range(folds):
-        model = everything.copy()
-        model.add(fold_counts[fold], sign=-1)  # train on every other fold
-        engine = BuiltinEngine(model)
+        training = [(item, group) for item, group, f in zip(prepared, groups, fold_of,
+                                                             strict=True) if f != fold]
+        model = train([item for item, _ in training], [group for _, group in training])
         held_out = [m for m, f in zip(messages, fold_of, strict=True) if f == fold]
-        outcomes += _scan(engine, held_out, thresholds, progress)
+        outcomes += _scan(BuiltinEngine(model), held_out, thresholds, progress)
     progress.finish()
     report = _report(outcomes, thresholds)
     report.folds = folds

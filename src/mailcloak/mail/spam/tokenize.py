@@ -38,6 +38,8 @@ _SUBJECT_PREFIX = re.compile(r"^\s*((?:re|fwd?|aw|sv|vs|antw|tr)\s*(?:\[\d+\])?:
 _SUBJECT_TAG = re.compile(r"\[([^\[\]]{1,40})\]\s*")
 _URL_WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 MAX_URL_WORDS = 8
+_LETTERS = re.compile(r"[^\W\d_]+")
+_BOUNDARY = re.compile(r"boundary=\"?([^\";]+)", re.IGNORECASE)
 _VIA_LIST = re.compile(r"\s+via\s+.*$", re.IGNORECASE)
 _LATIN = re.compile(r"[a-z]")
 _LOOKALIKE = re.compile("[\u0250-\u02af\u0370-\u03ff\u0400-\u04ff\u1d00-\u1dbf]")
@@ -140,6 +142,24 @@ def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -
     if mailer:
         words = _DIGITS.sub("", mailer.lower()).replace("(", " ").split()[:3]
         found.add("mailer:" + " ".join(words))
+    _shape_tokens(view, found)
+
+
+def _shape_tokens(view: MessageView, found: set[str]) -> None:
+    """How the sender's program wrote its Message-ID, Date and MIME boundary: spam tools
+    write them their own way. Only the shape counts (letters, digits, punctuation), never a
+    value: no dates, no host names."""
+    message_id = view.header("Message-ID").partition("@")[0]
+    found.add("shape:message-id:" + _shape(message_id)[:16])
+    found.add("shape:date:" + _shape(view.header("Date"))[:40])
+    content_type = view.header("Content-Type")
+    boundary = _BOUNDARY.search(content_type)
+    if boundary:
+        found.add("shape:boundary:" + _shape(boundary.group(1))[:16])
+
+
+def _shape(value: str) -> str:
+    return _LETTERS.sub("a", _DIGITS.sub("9", value))
 
 
 def _address_tokens(text: str, masked: Container[str], found: set[str]) -> tuple[str, int]:
@@ -168,6 +188,10 @@ def _link_tokens(view: MessageView, text_links: int, masked: Container[str],
     for url in urls:
         _domain_token("url", url_host(url), masked, found)
         _url_path_tokens(url, found)
+    if view.from_domain and (text_links or urls):
+        # Whether the links lead to the sender's own site (forged senders' seldom do).
+        sender = "url:" + registered_domain(view.from_domain)
+        found.add("links:to-sender" if sender in found else "links:elsewhere")
     links = len(urls) + text_links
     found.add("links:" + ("none" if not links else "few" if links < 4 else
                           "some" if links < 15 else "many"))

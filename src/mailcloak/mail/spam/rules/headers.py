@@ -15,8 +15,10 @@ FUTURE_TOLERANCE = 2 * 86400  # clocks are wrong, time zones are misdeclared
 # Message-IDs that Outlook programs write: <000001c2...$5d2b4c80$17815580$@host> (Outlook
 # Express, Outlook 2002 and later), <[A-P]{28}.user@host> (Outlook 2000), <OE...@hotmail.com>,
 # and those of Microsoft's own mail services.
-_OUTLOOK_ID = re.compile(r"^<?(?:[0-9a-f]{8,16}\$[0-9a-f]{4,8}\$[0-9a-f]{4,8}|[A-P]{28}\.|OE\w+@)",
-                         re.IGNORECASE)
+_OUTLOOK_ID = re.compile(r"^<?(?:[0-9a-f]{8,16}\$[0-9a-f]{4,8}\$[0-9a-f]{4,8}|[A-P]{28}\.|OE\w+@"
+                         r"|[0-9A-F]{32}@)", re.IGNORECASE)
+# List software that gives each message its own Message-ID.
+_LIST_ID = re.compile(r"^<?mailman\.")
 _OUTLOOK_SERVICE_ID = re.compile(r"@[^>]*(?:outlook\.com|exchange|\.prod\.|\.local|hotmail)",
                                  re.IGNORECASE)
 # Windows Outlook and Outlook Express always write their own Message-ID (the Macintosh
@@ -82,6 +84,8 @@ def forged_mail_program(view: MessageView) -> Hit | None:
     Message-ID: spam tools copy the name, not the behaviour."""
     claimed = f"{view.header('X-Mailer')} {view.header('User-Agent')} {view.header('MIME-Version')}"
     message_id = view.header("Message-ID")
+    if _LIST_ID.match(message_id):
+        return None
     if _CLAIMS_OUTLOOK.search(claimed) and not (
             _OUTLOOK_ID.search(message_id) or _OUTLOOK_SERVICE_ID.search(message_id)):
         return Hit(2.0, "Forged Outlook headers (its Message-ID is not Outlook's)")
@@ -119,12 +123,18 @@ def reply_to_elsewhere(view: MessageView) -> Hit | None:
     """Replies diverted to a free mailbox of another domain: a sign of advance-fee fraud and
     of invoice scams."""
     replies = parse_mailboxes(view.header("Reply-To"))
-    if not replies or not view.from_domain:
+    if not replies or not view.from_domain or _from_list(view):
         return None
     domain = replies[0].address.rpartition("@")[2].lower()
     if domain in FREEMAIL and registered_domain(domain) != registered_domain(view.from_domain):
         return Hit(1.5, f"Replies go to a free mailbox at {domain}, not to the sender's domain")
     return None
+
+
+def _from_list(view: MessageView) -> bool:
+    """A list that puts its own address in From and the poster's in Reply-To."""
+    local = view.from_address.partition("@")[0]
+    return any(name in local for name in view.list_names)
 
 
 def subject_obfuscated(view: MessageView) -> Hit | None:
