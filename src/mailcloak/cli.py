@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mailcloak.accounts.models import User
 
 Handler = Callable[[argparse.Namespace], int]
+SECRET_SETTINGS = {"SECRET_KEY", "RELAYHOST_PASSWORD", "QUARANTINE_KEY", "QUARANTINE_OLD_KEYS"}
 
 
 class CommandError(Exception):
@@ -43,7 +44,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     config = mailcloak_settings.get()
     for setting in mailcloak_settings.SETTINGS:
         value = config.values[setting.name]
-        if setting.name in {"SECRET_KEY", "RELAYHOST_PASSWORD"} and value:
+        if setting.name in SECRET_SETTINGS and value:
             value = "(set)"
         print(f"{setting.env}={value}")
     return 0
@@ -142,6 +143,26 @@ def cmd_dkim_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine_sweep(args: argparse.Namespace) -> int:
+    setup_django()
+    from mailcloak.quarantine.sweep import sweep_expired
+
+    print(f"deleted {sweep_expired()} expired quarantine entries")
+    return 0
+
+
+def cmd_quarantine_rekey(args: argparse.Namespace) -> int:
+    setup_django()
+    from mailcloak.quarantine.crypto import QuarantineKeyError
+    from mailcloak.quarantine.store import reseal_with_current_key
+
+    try:
+        print(f"re-encrypted {reseal_with_current_key()} held messages with the current key")
+    except QuarantineKeyError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
 def cmd_dns(args: argparse.Namespace) -> int:
     from mailcloak.mail.dkimkeys import DkimKeyError
     from mailcloak.mail.dnsrecords import dns_command
@@ -207,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                                          required=True)
     dkim.add_parser("init", help="create the DKIM signing keys (existing keys are kept)"
                     ).set_defaults(handler=cmd_dkim_init)
+    quarantine = sub.add_parser("quarantine", help="manage held mail").add_subparsers(
+        dest="action", required=True)
+    quarantine.add_parser("sweep", help="delete held mail and logs past their retention now"
+                          ).set_defaults(handler=cmd_quarantine_sweep)
+    quarantine.add_parser("rekey", help="re-encrypt held mail with MAILCLOAK_QUARANTINE_KEY "
+                          "(after a key rotation)").set_defaults(handler=cmd_quarantine_rekey)
     dns = add("dns", cmd_dns, "print the DNS records to publish for every configured domain")
     dns.add_argument("--ip", action="append", default=[], type=_ip_address,
                      help="this server's public IP address (repeat for IPv4 and IPv6)")

@@ -112,3 +112,21 @@ def log_rejection(*, alias: Alias, mail_from: str, header_from: str, subject: st
 def message_bytes(held: QuarantinedMessage) -> bytes:
     """The held message as it arrived (decrypted). Raises QuarantineKeyError."""
     return keyring().open(bytes(held.content))
+
+
+def reseal_with_current_key(batch: int = 200) -> int:
+    """Re-encrypt every held message sealed with an older key (after a rotation, so the old
+    key can be dropped before its messages expire). Returns how many were re-encrypted."""
+    ring = keyring()
+    count = 0
+    while True:
+        stale = list(QuarantinedMessage.objects.exclude(key_id=ring.current_id)
+                     .order_by("pk")[:batch])
+        if not stale:
+            return count
+        for held in stale:
+            with transaction.atomic():
+                held.content = ring.seal(ring.open(bytes(held.content)))
+                held.key_id = ring.current_id
+                held.save(update_fields=["content", "key_id"])
+            count += 1
