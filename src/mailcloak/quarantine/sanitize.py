@@ -73,7 +73,7 @@ def sanitise(markup: str) -> SafeHtml:
     counter = _ImageCounter()
     cleaned = nh3.clean(
         markup, tags=TAGS, clean_content_tags=DROPPED_CONTENT, attributes=ATTRIBUTES,
-        attribute_filter=counter.filter, url_schemes={"http", "https", "mailto", "data"},
+        attribute_filter=counter.filter, url_schemes={"http", "https", "mailto", "data", "cid"},
         link_rel=None, strip_comments=True, filter_style_properties=STYLE_PROPERTIES,
     )
     unlinked = _Unlinker()
