@@ -215,6 +215,19 @@ def parse_choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_score(raw: str) -> float:
+    """Spam points (SpamAssassin-style scale), e.g. 5 or 7.5."""
+    value = float(raw.strip())
+    if value != value or value in {float("inf"), float("-inf")}:
+        raise ValueError("expected a number of points such as 5 or 7.5")
+    return value
+
+
+def parse_optional_bool(raw: str) -> bool | None:
+    """true, false, or empty for "decide from the mode"."""
+    return None if raw.strip().lower() in {"", "auto"} else parse_bool(raw)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("MODE", "local", parse_mode,
             "`local` (try it on one machine: self-signed TLS, undeliverable mail shown in the "
@@ -291,6 +304,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SPAM_TIMEOUT", "10s", parse_duration,
             "How long a scan by Rspamd or spamd may take; past it, or with the engine down, "
             "the sender is told to retry (451 4.7.1)."),
+    Setting("SPAM_QUARANTINE_SCORE", "5", parse_score,
+            "Spam score at which mail is held in its owner's quarantine (normal sensitivity; "
+            "relaxed adds 2 points, strict takes 2 away)."),
+    Setting("SPAM_REJECT_SCORE", "10", parse_score,
+            "Spam score at which mail is refused during SMTP (550 5.7.1), same shifts."),
+    Setting("SPAM_TEST_PATTERNS", "auto", parse_optional_bool,
+            "Whether the quarantine test pattern (GTUBE with `YJS` for `XJS`) is honoured: "
+            "`auto` means on in local mode, off in production. The standard GTUBE is always "
+            "rejected."),
+    Setting("SPAM_SCAN_LIMIT", "256K", parse_size,
+            "Bytes of each text part the builtin engine's classifier reads; longer parts are "
+            "truncated, never skipped."),
+    Setting("SPAM_MODEL", "", parse_str,
+            "Model file for the builtin engine (made by `mailcloak spam train`); empty means "
+            "the model shipped with Mailcloak."),
     Setting("QUARANTINE_DAYS", "7", parse_positive_int,
             "Days blocked mail stays in its owner's quarantine (and rejections in its log) "
             "before it is deleted for good."),
