@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "mailcloak.quarantine",
     "mailcloak.outbox",
     "mailcloak.mail",
+    "mailcloak.spamdata",
 ]
 
 MIDDLEWARE = [
