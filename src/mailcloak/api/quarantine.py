@@ -177,7 +177,7 @@ def get_preferences(request: HttpRequest) -> User:
     return token_user(request)
 
 
-@router.patch("/quarantine/preferences", response={200: PreferencesOut, **errors(401, 422)},
+@router.patch("/quarantine/preferences", response={200: PreferencesOut, **errors(400, 401, 422)},
               operation_id="update_quarantine_preferences",
               summary="Change your digest frequency or spam sensitivity")
 def update_preferences(request: HttpRequest, data: PreferencesIn) -> User:
@@ -188,6 +188,24 @@ def update_preferences(request: HttpRequest, data: PreferencesIn) -> User:
     if changes:
         user.save(update_fields=list(changes))
     return user
+
+
+@router.post("/quarantine/delete", response={200: DeletedOut, **errors(400, 401, 422)},
+             operation_id="delete_held_messages",
+             summary="Delete several held messages, or all of them")
+def delete_many(request: HttpRequest, data: DeleteIn) -> dict[str, int] | Status[dict[str, str]]:
+    user = token_user(request)
+    selected = _held(user)
+    if data.everything:
+        if data.alias_id is not None:
+            selected = selected.filter(alias_id=data.alias_id)
+        if data.direction is not None:
+            selected = selected.filter(direction=data.direction)
+    elif data.ids:
+        selected = selected.filter(pk__in=data.ids)
+    else:
+        return Status(400, {"detail": "give the ids to delete, or everything: true"})
+    return {"deleted": actions.delete_messages(user, selected, via=VIA)}
 
 
 @router.get("/quarantine/{message_id}", response={200: HeldDetailOut, **errors(401, 404, 422)},
@@ -223,10 +241,11 @@ def raw(request: HttpRequest,
              response={200: ActionOut, **errors(400, 401, 404, 422)},
              operation_id="release_held_message",
              summary="Not spam: forward it to your mailbox after all and teach the filter")
-def release(request: HttpRequest, message_id: MessageId) -> Outcome | Status[dict[str, str]]:
+def release(request: HttpRequest,
+            message_id: MessageId) -> dict[str, str] | Status[dict[str, str]]:
     held = _own(request, message_id)
     try:
-        return actions.release(held, token_user(request), via=VIA)
+        return _done(actions.release(held, token_user(request), via=VIA))
     except QuarantineError as exc:
         return Status(400, {"detail": str(exc)})
 
@@ -252,19 +271,20 @@ def block(request: HttpRequest, message_id: MessageId,
                response={200: ActionOut, **errors(401, 404, 422)},
                operation_id="undo_block", summary="Undo a block made from the quarantine")
 def undo_block(request: HttpRequest,
-               blocked_id: PathEx[int, P(ge=1, le=MAX_ID)]) -> Outcome:
+               blocked_id: PathEx[int, P(ge=1, le=MAX_ID)]) -> dict[str, str]:
     user = token_user(request)
     blocked = get_object_or_404(BlockedSender.objects.select_related("alias"),
                                 pk=blocked_id, user=user)
-    return actions.unblock(user, blocked, via=VIA)
+    return _done(actions.unblock(user, blocked, via=VIA))
 
 
 @router.post("/quarantine/{message_id}/disable-alias",
              response={200: ActionOut, **errors(401, 404, 422)},
              operation_id="disable_held_message_alias",
              summary="Disable the alias the message was sent to or from")
-def disable_alias(request: HttpRequest, message_id: MessageId) -> Outcome:
-    return actions.disable_alias(_own(request, message_id).alias, token_user(request), via=VIA)
+def disable_alias(request: HttpRequest, message_id: MessageId) -> dict[str, str]:
+    held = _own(request, message_id)
+    return _done(actions.disable_alias(held.alias, token_user(request), via=VIA))
 
 
 @router.delete("/quarantine/{message_id}", response={204: None, **errors(401, 404, 422)},
@@ -273,24 +293,6 @@ def delete(request: HttpRequest, message_id: MessageId) -> Status[None]:
     held = _own(request, message_id)
     actions.delete_messages(token_user(request), _held(held.user).filter(pk=held.pk), via=VIA)
     return Status(204, None)
-
-
-@router.post("/quarantine/delete", response={200: DeletedOut, **errors(400, 401, 422)},
-             operation_id="delete_held_messages",
-             summary="Delete several held messages, or all of them")
-def delete_many(request: HttpRequest, data: DeleteIn) -> dict[str, int] | Status[dict[str, str]]:
-    user = token_user(request)
-    selected = _held(user)
-    if data.everything:
-        if data.alias_id is not None:
-            selected = selected.filter(alias_id=data.alias_id)
-        if data.direction is not None:
-            selected = selected.filter(direction=data.direction)
-    elif data.ids:
-        selected = selected.filter(pk__in=data.ids)
-    else:
-        return Status(400, {"detail": "give the ids to delete, or everything: true"})
-    return {"deleted": actions.delete_messages(user, selected, via=VIA)}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -305,3 +307,7 @@ def _own(request: HttpRequest, message_id: int) -> QuarantinedMessage:
     held = QuarantinedMessage.objects.live().select_related("alias", "user")
     return get_object_or_404(held, pk=message_id, user=token_user(request))
 
+
+
+def _done(outcome: Outcome) -> dict[str, str]:
+    return {"detail": outcome.message}
