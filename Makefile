@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-sqlite test-postgres lint typecheck install install-test lock clean
+.PHONY: run test test-sqlite test-postgres lint typecheck install install-test lock clean model
 
 $(VENV)/.installed-run: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test-sqlite: install-test
 
 test-postgres: install-test
 	scripts/with-postgres $(BIN)/pytest $(PYTEST_ARGS)
+
+# Retrain the builtin spam engine's shipped model on every corpus in ../shared/corpus.
+CORPUS ?= ../shared/corpus
+model: install
+	$(BIN)/mailcloak spam train --out src/mailcloak/mail/spam/model/spam-model.bin \
+	  --ham $(CORPUS)/spamassassin/ham --ham $(CORPUS)/modern-ham \
+	  --spam $(CORPUS)/spamassassin/spam --spam $(CORPUS)/modern-spam
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail.spam import cli as spam_cli
 
 if TYPE_CHECKING:
     from mailcloak.accounts.models import User
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     dns = add("dns", cmd_dns, "print the DNS records to publish for every configured domain")
     dns.add_argument("--ip", action="append", default=[], type=_ip_address,
                      help="this server's public IP address (repeat for IPv4 and IPv6)")
+    spam_cli.add_commands(sub)
     return parser
 
 

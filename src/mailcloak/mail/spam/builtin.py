@@ -52,6 +52,29 @@ class LearnedStore(Protocol):
         ...
 
 
+class MemoryStore:
+    """Learned counts kept in this process only (tests, and tools without a database)."""
+
+    def __init__(self) -> None:
+        self.counts = TokenCounts()
+        self.labels: dict[str, bool] = {}
+
+    def lookup(self, token_ids: Sequence[int]) -> LearnedCounts:
+        totals = (self.counts.spam_messages, self.counts.ham_messages)
+        if totals == (0, 0):
+            return {}, totals
+        return {token: self.counts.get(token) for token in token_ids}, totals
+
+    def learn(self, token_ids: Sequence[int], *, is_spam: bool, digest: str) -> None:
+        previous = self.labels.get(digest)
+        if previous == is_spam:
+            return
+        if previous is not None:
+            self.counts.learn(token_ids, is_spam=previous, times=-1)
+        self.counts.learn(token_ids, is_spam=is_spam)
+        self.labels[digest] = is_spam
+
+
 @dataclass(frozen=True)
 class Analysis:
     """What a scan found before the learned counts are added."""
@@ -68,7 +91,7 @@ class BuiltinEngine:
                  rules: RuleChain | None = None, scan_limit: int = DEFAULT_SCAN_LIMIT,
                  test_patterns: bool = False) -> None:
         self._model = model
-        self.store = store
+        self.store: LearnedStore = store if store is not None else MemoryStore()
         self.rules = rules or RuleChain(DEFAULT_RULES)
         self.scan_limit = scan_limit
         self.test_patterns = test_patterns
@@ -76,12 +99,13 @@ class BuiltinEngine:
     @classmethod
     def from_settings(cls, config: Config) -> BuiltinEngine:
         """The engine as configured: model, scan limit, test patterns, database store."""
+        from mailcloak.mail.spam.engine import quarantine_pattern_enabled
         from mailcloak.spamdata.store import DatabaseStore
 
         path = config.spam_model
         model = load_model(Path(path)) if path else None
         return cls(model, store=DatabaseStore(), scan_limit=config.spam_scan_limit,
-                   test_patterns=patterns_enabled(config))
+                   test_patterns=quarantine_pattern_enabled(config))
 
     @property
     def model(self) -> TokenCounts:
@@ -99,7 +123,10 @@ class BuiltinEngine:
         if forced is not None:
             return forced
         analysis = await asyncio.to_thread(self.analyse, request)
-        learned = await _in_database_thread(self._lookup, analysis.token_ids)
+        if isinstance(self.store, MemoryStore):
+            learned = self._lookup(analysis.token_ids)
+        else:
+            learned = await _in_database_thread(self._lookup, analysis.token_ids)
         return self.decide(request, analysis, thresholds, learned)
 
     def scan_sync(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
@@ -122,6 +149,7 @@ class BuiltinEngine:
         calibration = model.calibration
         rule_reasons = [replace(reason, score=calibration.rule_points(reason.code, reason.score))
                         for reason in analysis.rule_reasons]
+        rule_reasons = [reason for reason in rule_reasons if reason.score]  # weighed out
         text_reason = classifier_reason(result.probability,
                                         calibration.text_points(result.probability))
         reasons = [*request.auth_reasons, *rule_reasons, text_reason]
@@ -147,18 +175,22 @@ class BuiltinEngine:
                                     engine=self.name)
 
     def _lookup(self, ids: Sequence[int]) -> LearnedCounts:
-        return self.store.lookup(ids) if self.store is not None else ({}, (0, 0))
+        return self.store.lookup(ids)
 
     # --- learning ------------------------------------------------------------------------
 
     async def learn(self, raw: bytes, *, is_spam: bool) -> None:
+        """Teach the engine an owner's decision; a message learned again with the other
+        label is moved, not counted twice."""
         ids = await asyncio.to_thread(self.message_token_ids, raw)
-        if self.store is None:
-            self.model.learn(ids, is_spam=is_spam)
-            return
-        digest = message_digest(raw)
-        await _in_database_thread(functools.partial(self.store.learn, is_spam=is_spam,
-                                                    digest=digest), ids)
+        learn = functools.partial(self.store.learn, is_spam=is_spam, digest=message_digest(raw))
+        if isinstance(self.store, MemoryStore):
+            learn(ids)
+        else:
+            await _in_database_thread(learn, ids)
+
+    def learn_sync(self, raw: bytes, *, is_spam: bool) -> None:
+        self.store.learn(self.message_token_ids(raw), is_spam=is_spam, digest=message_digest(raw))
 
     def message_token_ids(self, raw: bytes) -> list[int]:
         view = parse(raw, scan_limit=self.scan_limit)
@@ -223,14 +255,3 @@ def load_model(path: Path) -> TokenCounts:
 
 def default_model_path() -> Path:
     return Path(str(resources.files("mailcloak.mail.spam.model").joinpath(MODEL_RESOURCE)))
-
-
-def thresholds_from_settings(config: Config) -> Thresholds:
-    return Thresholds(config.spam_quarantine_score, config.spam_reject_score)
-
-
-def patterns_enabled(config: Config) -> bool:
-    """Whether the quarantine test pattern works: MAILCLOAK_SPAM_TEST_PATTERNS, by default on
-    in local mode and off in production."""
-    configured = config.spam_test_patterns
-    return (not config.is_production) if configured is None else bool(configured)
