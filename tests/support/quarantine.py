@@ -41,19 +41,23 @@ def spam_message(*, subject: str = "You won a prize", sender: str = "Prize Team 
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
-def spam_verdict(score: float = 7.5, action: Action = Action.QUARANTINE) -> Verdict:
-    return Verdict(score, action, (
-        Reason("SPF_FAIL", "SPF failed for spam.example", 3.0),
-        Reason("LINK_TEXT_MISMATCH", "Link text shows paypal.com but points to evil.example", 4.0),
-        Reason("BAYES_50", "The text classifier is unsure", 0.5),
-    ), engine="builtin")
+DEFAULT_REASONS = (
+    Reason("SPF_FAIL", "SPF failed for spam.example", 3.0),
+    Reason("LINK_TEXT_MISMATCH", "Link text shows paypal.com but points to evil.example", 4.0),
+    Reason("BAYES_50", "The text classifier is unsure", 0.5),
+)
+
+
+def spam_verdict(score: float = 7.5, action: Action = Action.QUARANTINE,
+                 reasons: tuple[Reason, ...] = DEFAULT_REASONS) -> Verdict:
+    return Verdict(score, action, reasons, engine="builtin")
 
 
 def hold(alias: Alias, raw: bytes | None = None, *, direction: Direction = Direction.INBOUND,
          score: float = 7.5, mail_from: str = "bounce@spam.example",
          authentication_results: str = "mail.alias.test; spf=fail smtp.mailfrom=spam.example",
-         ) -> QuarantinedMessage:
+         reasons: tuple[Reason, ...] = DEFAULT_REASONS) -> QuarantinedMessage:
     return quarantine_message(raw=raw if raw is not None else spam_message(), alias=alias,
-                              direction=direction, verdict=spam_verdict(score),
+                              direction=direction, verdict=spam_verdict(score, reasons=reasons),
                               mail_from=mail_from,
                               authentication_results=authentication_results)
