@@ -38,6 +38,9 @@ _SUBJECT_PREFIX = re.compile(r"^\s*((?:re|fwd?|aw|sv|vs|antw|tr)\s*(?:\[\d+\])?:
 _SUBJECT_TAG = re.compile(r"\[([^\[\]]{1,40})\]\s*")
 _URL_WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 MAX_URL_WORDS = 8
+_SUBJECT_TAIL_NUMBER = re.compile(r"\s\d{4,}\s*$|\s[a-zA-Z]{2,4}\d+[a-zA-Z]*\s*$")
+_TOLL_FREE = re.compile(r"\b1?[-. (]*8(?:00|88|77|66|55|44)[-. )]*\d{3}[-. ]*\d{4}\b")
+_PHONE = re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)", re.IGNORECASE)
 _VIA_LIST = re.compile(r"\s+via\s+.*$", re.IGNORECASE)
@@ -69,7 +72,8 @@ def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> set[st
     _sender_tokens(view, masked, found)
     text = strip_list_additions(view.visible_text, view.list_names)
     text, text_links = _address_tokens(text, masked, found)
-    _word_tokens(text, "", found)
+    _text_signs(text, found)
+    _word_tokens(text, "", found, masked)
     _link_tokens(view, text_links, masked, found)
     _structure_tokens(view, found)
     return found
@@ -127,7 +131,22 @@ def _subject_tokens(view: MessageView, found: set[str]) -> None:
         found.add("subject:capitals")
     if "!" in subject:
         found.add("subject:exclamation")
+    if _SUBJECT_TAIL_NUMBER.search(subject):
+        found.add("subject:trailing-number")  # spam tools append counters and random ids
     _word_tokens(subject, "s:", found)
+
+
+def _text_signs(text: str, found: set[str]) -> None:
+    """Signs in how the text is written: shouting, toll-free numbers, money."""
+    words = text.split()
+    if len(words) >= 10:
+        capitals = sum(word.isupper() and len(word) > 2 for word in words)
+        if capitals * 4 > len(words):
+            found.add("text:shouting")
+    if _TOLL_FREE.search(text):
+        found.add("text:toll-free-number")
+    elif _PHONE.search(text):
+        found.add("text:phone-number")
 
 
 def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
@@ -249,7 +268,8 @@ def _structure_tokens(view: MessageView, found: set[str]) -> None:
             found.add("attachment-ext:" + extension)
 
 
-def _word_tokens(text: str, prefix: str, found: set[str]) -> None:
+def _word_tokens(text: str, prefix: str, found: set[str],
+                 masked: Container[str] = frozenset()) -> None:
     if not text.isascii():
         if _INVISIBLE.search(text):
             found.add(prefix + "invisible-characters")
@@ -261,7 +281,7 @@ def _word_tokens(text: str, prefix: str, found: set[str]) -> None:
         text = unicodedata.normalize("NFKC", text)
     for raw_word in text.lower().split():
         word = raw_word.strip(_EDGE_PUNCTUATION)
-        if len(word) < MIN_WORD:
+        if len(word) < MIN_WORD or ("." in word and registered_domain(word) in masked):
             continue
         token = _word_token(word)
         if token:

@@ -1,0 +1,189 @@
+"""The builtin engine's classifier: tokens from content and real signals only, learning by
+counting, the model file, and the calibration learned with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailcloak.mail.spam import classifier
+from mailcloak.mail.spam.classifier import Calibration, ModelError, TokenCounts
+from mailcloak.mail.spam.corpus import ANONYMISED
+from mailcloak.mail.spam.features import parse
+from mailcloak.mail.spam.tokenize import token_ids, tokens
+from mailcloak.mail.spam.train import fit_calibration
+
+LIST_MESSAGE = (
+    b"From: Alice via Devs <devs@lists.example.org>\r\n"
+    b"To: devs@lists.example.org\r\n"
+    b"Subject: Re: [Devs] Release planning for 2026\r\n"
+    b"Date: Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+    b"List-Id: Developers <devs.lists.example.org>\r\n"
+    b"List-Post: <mailto:devs@lists.example.org>\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"We ship version 4.2 on 2026-06-30. See https://docs.project.test/release for the plan.\r\n"
+    b"> _______________________________________________\r\n"
+    b"> Devs mailing list\r\n"
+    b"_______________________________________________\r\n"
+    b"Devs mailing list\r\n"
+    b"Devs@lists.example.org\r\n"
+    b"https://lists.example.org/mailman/listinfo/devs\r\n"
+)
+
+
+def spam_like(word: str) -> bytes:
+    return (f"From: Offers <win@prize.test>\r\nSubject: {word} prize\r\n\r\n"
+            f"Claim your {word} prize now at http://claim.prize.test/{word}\r\n").encode()
+
+
+def ham_like(word: str) -> bytes:
+    return (f"From: Alice <alice@mailbox.test>\r\nSubject: notes about {word}\r\n\r\n"
+            f"The meeting notes about {word} are in the shared folder.\r\n").encode()
+
+
+def ids(raw: bytes) -> list[int]:
+    return token_ids(tokens(parse(raw)))
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+def test_list_additions_dates_and_numbers_are_not_tokens() -> None:
+    found = tokens(parse(LIST_MESSAGE))
+    assert {"ship", "version", "s:release", "s:planning", "url:project.test",
+            "subject:reply", "from:alice"} <= found
+    assert not {tok for tok in found if "devs" in tok or "mailing" in tok or "listinfo" in tok}
+    assert not {tok for tok in found if "2026" in tok or "4.2" in tok or "30" in tok}
+    assert "from:lists.example.org" not in found  # the list rewrote From: not the sender's
+
+
+def test_anonymised_names_and_masked_domains_are_dropped() -> None:
+    raw = (b"From: Bank <alert@bank.test>\r\nTo: user@example.com\r\nSubject: hello\r\n\r\n"
+           b"Dear user@example.com, your example.com mailbox: https://login.suspicious.shop/x\r\n")
+    found = tokens(parse(raw), masked=ANONYMISED)
+    assert not {tok for tok in found if "example" in tok or "suspicious" in tok}
+    assert {"dear", "mailbox", "from:bank.test", "url-word:x"} - {"url-word:x"} <= found
+
+
+def test_signs_of_obfuscation_become_tokens() -> None:
+    raw = "Subject: Fr\u200bee g\u0456ft\r\n\r\nW\u200bin a pr\u0456ze \U0001f381 $500\r\n"
+    found = tokens(parse(raw.encode()))
+    assert {"s:invisible-characters", "invisible-characters", "emoji", "mixed-script-word",
+            "amount-of-money"} <= found
+
+
+def test_token_ids_are_stable_across_processes() -> None:
+    assert token_ids(["viagra"]) == [287661370]
+
+
+# --- learning and scoring -------------------------------------------------------------------
+
+
+def trained(words: list[str]) -> TokenCounts:
+    model = TokenCounts()
+    for word in words:
+        model.learn(ids(spam_like(word)), is_spam=True)
+        model.learn(ids(ham_like(word)), is_spam=False)
+    return model
+
+
+def test_unknown_model_is_unsure() -> None:
+    assert classifier.score(ids(spam_like("gold")), TokenCounts()).probability == 0.5
+
+
+def test_a_few_learned_messages_change_the_score() -> None:
+    model = trained(["gold", "silver", "bronze", "copper"])
+    message = ids(b"Subject: zorblax offer\r\n\r\nThe zorblax quantum widget is here\r\n")
+    before = classifier.score(message, model).probability
+    for _ in range(3):
+        model.learn(ids(b"Subject: zorblax deal\r\n\r\nzorblax quantum widget\r\n"),
+                    is_spam=True)
+    after = classifier.score(message, model).probability
+    assert after > 0.8 and after - before > 0.5
+    assert classifier.score(ids(spam_like("platinum")), model).probability > 0.9
+    assert classifier.score(ids(ham_like("platinum")), model).probability < 0.1
+
+
+def test_learned_counts_add_to_the_model_and_forgetting_undoes_learning() -> None:
+    model = trained(["gold", "silver"])
+    message = ids(b"Subject: zorblax\r\n\r\nzorblax widget\r\n")
+    learned = TokenCounts()
+    learned.learn(message, is_spam=False)
+    extra = {token: learned.get(token) for token in message}
+    with_learned = classifier.score(message, model, extra, (0, 1)).probability
+    assert with_learned < classifier.score(message, model).probability
+    learned.learn(message, is_spam=False, times=-1)
+    assert learned.counts == {} and learned.ham_messages == 0
+
+
+def test_token_probability_is_smoothed_towards_unknown() -> None:
+    rare = classifier.token_probability(1, 0, 10, 10)
+    common = classifier.token_probability(9, 0, 10, 10)
+    assert 0.5 < rare < common < 1.0
+    assert classifier.token_probability(0, 0, 10, 10) == 0.5
+
+
+# --- model file -----------------------------------------------------------------------------
+
+
+def test_model_round_trip(tmp_path: Path) -> None:
+    model = trained(["gold", "silver", "bronze"])
+    model.calibration = Calibration(bias=-0.3, cut=1.2, scale=2.0, text_weight=2.5,
+                                    rule_weights={"HTML_ONLY": 1.1})
+    path = tmp_path / "model.bin"
+    written = classifier.save(model, path, about={"sources": ["tests"]})
+    loaded = classifier.load(path)
+    assert written == len(model.counts)
+    assert loaded.counts == model.counts
+    assert (loaded.spam_messages, loaded.ham_messages) == (3, 3)
+    assert loaded.calibration == model.calibration
+    assert classifier.read_header(path)["sources"] == ["tests"]
+
+
+def test_saving_drops_tokens_seen_once(tmp_path: Path) -> None:
+    model = trained(["gold", "silver"])
+    path = tmp_path / "model.bin"
+    classifier.save(model, path, min_messages=2)
+    kept = classifier.load(path).counts
+    assert kept and all((v >> 32) + (v & 0xFFFFFFFF) >= 2 for v in kept.values())
+    assert len(kept) < len(model.counts)
+
+
+@pytest.mark.parametrize("data", [b"", b"PK\x03\x04 not a model",
+                                  classifier.MAGIC + b'{"format": 99}\n',
+                                  classifier.MAGIC + b'{"format": 1, "tokens": 5, '
+                                  b'"spam_messages": 1, "ham_messages": 1}\nxx'])
+def test_damaged_model_files_give_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    with pytest.raises(ModelError, match=str(path)):
+        classifier.load(path)
+
+
+def test_missing_model_file() -> None:
+    with pytest.raises(ModelError, match="cannot read"):
+        classifier.load(Path("/nonexistent/model.bin"))
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+def test_default_calibration_keeps_rule_points() -> None:
+    calibration = Calibration()
+    assert calibration.rule_points("ANY_RULE", 2.5) == 2.5
+    assert calibration.text_points(0.999999) <= classifier.MAX_TEXT_POINTS
+    assert calibration.text_points(0.01) < calibration.text_points(0.5) < 5.0
+
+
+def test_fitted_calibration_weighs_rules_by_what_they_tell() -> None:
+    # SIGN hits only spam, NOISE hits ham and spam alike; the text alone is unsure.
+    probabilities = [0.5] * 200
+    labels = [index % 2 == 0 for index in range(200)]
+    hits = [(("SIGN", 1.0),) if label else () for label in labels]
+    hits = [(*h, ("NOISE", 1.0)) if index % 3 == 0 else h for index, h in enumerate(hits)]
+    calibration = fit_calibration(probabilities, hits, labels)
+    assert calibration.rule_weights["SIGN"] > calibration.rule_weights["NOISE"]
+    spam_points = calibration.text_points(0.5) + calibration.rule_points("SIGN", 1.0)
+    ham_points = calibration.text_points(0.5)
+    assert ham_points < 5.0 <= spam_points
