@@ -23,7 +23,7 @@ OFFSITE_IMAGE = "http://tracker.invalid/open.gif?who=you"
 PIXEL_PATH = "/pixel-from-spam.gif"
 
 HOSTILE_HTML = """<html><head>
-<script>parent.document.body.dataset.pwned = "script"; document.body.dataset.pwned = "script";</script>
+<script>parent.document.body.dataset.pwned = "script";</script>
 <link rel="stylesheet" href="http://tracker.invalid/style.css">
 <style>body {{ background: url({pixel}?via=css) }}</style>
 </head><body>

@@ -18,7 +18,11 @@ def teach(raw: bytes, *, is_spam: bool) -> bool:
     label = "spam" if is_spam else "ham"
     try:
         engine = get_engine()
-        async_to_sync(engine.learn)(raw, is_spam=is_spam)
+        learn_sync = getattr(engine, "learn_sync", None)  # the builtin engine's: no thread hop
+        if callable(learn_sync):
+            learn_sync(raw, is_spam=is_spam)
+        else:
+            async_to_sync(engine.learn)(raw, is_spam=is_spam)
     except EngineUnavailable as exc:
         log.warning("spam engine could not learn a message as %s: %s", label, exc)
         return False
