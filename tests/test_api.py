@@ -294,8 +294,13 @@ def test_missing_alias_is_404_and_huge_ids_are_422(api: Client):
 def test_openapi_schema_is_served_and_docs_are_off(client: Client):
     schema = client.get(API + "/openapi.json").json()
     assert schema["info"]["title"] == "Mailcloak API"
+    quarantine = {"/api/v1/quarantine" + path for path in (
+        "", "/rejections", "/preferences", "/delete", "/{message_id}", "/{message_id}/raw",
+        "/{message_id}/release", "/{message_id}/block", "/{message_id}/disable-alias",
+        "/blocked-senders/{blocked_id}")}
     assert set(schema["paths"]) == {"/api/v1/aliases", "/api/v1/aliases/{alias_id}",
-                                    "/api/v1/domains", "/api/v1/mailboxes", "/api/v1/tokens"}
+                                    "/api/v1/domains", "/api/v1/mailboxes", "/api/v1/tokens",
+                                    *quarantine}
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert "security" not in schema["paths"]["/api/v1/tokens"]["post"]
     assert client.get(API + "/docs").status_code == 404
