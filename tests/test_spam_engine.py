@@ -119,10 +119,12 @@ def test_thresholds_for_each_sensitivity() -> None:
     assert spam_engine.thresholds_for(Sensitivity.RELAXED) == Thresholds(7.0, 12.0)
 
 
-def test_thresholds_come_from_the_settings_when_they_have_them() -> None:
-    config = mailcloak_settings.Config({**load().values, "SPAM_QUARANTINE_SCORE": 4.0,
-                                        "SPAM_REJECT_SCORE": 15.0})
-    assert spam_engine.base_thresholds(config) == Thresholds(4.0, 15.0)
+def test_thresholds_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILCLOAK_SPAM_QUARANTINE_SCORE", "4")
+    monkeypatch.setenv("MAILCLOAK_SPAM_REJECT_SCORE", "15.5")
+    assert spam_engine.base_thresholds() == Thresholds(4.0, 15.5)
+    assert spam_engine.thresholds_for(Sensitivity.STRICT) == Thresholds(2.0, 13.5)
+    assert spam_engine.base_thresholds(load(spam_reject_score="20")) == Thresholds(5.0, 20.0)
 
 
 def test_unknown_sensitivity_is_refused() -> None:
@@ -174,9 +176,22 @@ def test_quarantine_test_pattern_works_with_every_engine(engine: RspamdEngine) -
         asyncio.run(engine.scan(ScanRequest(raw=GTUBE_QUARANTINE), thresholds))
 
 
-def test_quarantine_test_pattern_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert spam_engine.quarantine_pattern_enabled(load(mode="local"))
-    production = mailcloak_settings.Config({**load().values, "MODE": "production"})
-    assert not spam_engine.quarantine_pattern_enabled(production)
-    enabled = mailcloak_settings.Config({**production.values, "SPAM_TEST_PATTERNS": True})
-    assert spam_engine.quarantine_pattern_enabled(enabled)
+@pytest.mark.parametrize(("mode", "setting", "enabled"), [
+    ("local", "auto", True), ("production", "auto", False),
+    ("production", "true", True), ("local", "false", False),
+])
+def test_quarantine_test_pattern_setting(mode: str, setting: str, enabled: bool) -> None:
+    config = load(spam_test_patterns=setting)
+    config = mailcloak_settings.Config({**config.values, "MODE": mode})  # skip production checks
+    assert spam_engine.quarantine_pattern_enabled(config) is enabled
+
+
+def test_adapters_follow_the_test_pattern_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILCLOAK_SPAM_TEST_PATTERNS", "false")
+    for name in ("rspamd", "spamassassin"):
+        monkeypatch.setenv("MAILCLOAK_SPAM_ENGINE", name)
+        mailcloak_settings.reset()
+        assert spam_engine.get_engine().test_patterns is False  # type: ignore[attr-defined]
+    monkeypatch.setenv("MAILCLOAK_SPAM_TEST_PATTERNS", "true")
+    mailcloak_settings.reset()
+    assert spam_engine.get_engine().test_patterns is True  # type: ignore[attr-defined]

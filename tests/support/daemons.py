@@ -1,8 +1,8 @@
 """Real Rspamd, spamd and Redis daemons for tests and the accuracy bench.
 
-    with running_rspamd(tmp_path) as rspamd:   # rspamd.url, rspamd.controller_url, .password
-        ...
-    with running_spamd(tmp_path) as spamd:     # spamd.host, spamd.port
+    with running_redis() as redis, running_rspamd(redis=redis) as rspamd:
+        ...                                 # rspamd.url, .controller_url, .password
+    with running_spamd() as spamd:          # spamd.host, .port, .sa_learn(...)
         ...
 
 Each daemon gets its own configuration and data directory in a fresh temporary directory and
@@ -120,10 +120,6 @@ class SpamdDaemon:
             if len(fields) >= 5 and fields[-1] in counts:
                 counts[fields[-1]] = int(fields[2])
         return counts
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 # --- process handling ----------------------------------------------------------------------------

@@ -19,8 +19,6 @@ from mailcloak.mail import dns as mail_dns
 from mailcloak.mail.spam import testpatterns
 from mailcloak.mail.spam.verdict import Sensitivity, SpamEngine, Thresholds, Verdict
 
-DEFAULT_QUARANTINE_SCORE = 5.0
-DEFAULT_REJECT_SCORE = 10.0
 HOSTNAME_LOOKUP_TIMEOUT = 2.0
 
 _engine: tuple[mailcloak_settings.Config, SpamEngine] | None = None
@@ -58,12 +56,11 @@ def reset_engine() -> None:
 
 
 def base_thresholds(config: mailcloak_settings.Config | None = None) -> Thresholds:
-    """The thresholds the settings give, before any owner's sensitivity."""
+    """The thresholds the settings give (MAILCLOAK_SPAM_QUARANTINE_SCORE and _REJECT_SCORE),
+    before any owner's sensitivity."""
     config = config or mailcloak_settings.get()
-    return Thresholds(
-        quarantine=float(getattr(config, "spam_quarantine_score", DEFAULT_QUARANTINE_SCORE)),
-        reject=float(getattr(config, "spam_reject_score", DEFAULT_REJECT_SCORE)),
-    )
+    return Thresholds(quarantine=float(config.spam_quarantine_score),
+                      reject=float(config.spam_reject_score))
 
 
 def thresholds_for(sensitivity: Sensitivity | str = Sensitivity.NORMAL) -> Thresholds:
@@ -88,8 +85,8 @@ async def verified_hostname(ip: str) -> str:
 
 
 def quarantine_pattern_enabled(config: mailcloak_settings.Config) -> bool:
-    """MAILCLOAK_SPAM_TEST_PATTERNS, by default on in local mode and off in production."""
-    configured = getattr(config, "spam_test_patterns", None)
+    """MAILCLOAK_SPAM_TEST_PATTERNS, by default (auto) on in local mode and off in production."""
+    configured = config.spam_test_patterns
     return (not config.is_production) if configured is None else bool(configured)
 
 
