@@ -6,8 +6,17 @@ from __future__ import annotations
 import pytest
 
 from mailcloak.mail.spam.features import parse
-from mailcloak.mail.spam.rules import DEFAULT_RULES, Hit, Rule, RuleChain
-from mailcloak.mail.spam.rules import attachments, bulk, headers, html, links
+from mailcloak.mail.spam.rules import (
+    DEFAULT_RULES,
+    Hit,
+    Rule,
+    RuleChain,
+    attachments,
+    bulk,
+    headers,
+    html,
+    links,
+)
 from mailcloak.mail.spam.verdict import Reason
 
 HONEST_HEADERS = {
@@ -242,7 +251,8 @@ def test_unsubscribe_text_without_header() -> None:
 
 
 def test_hidden_recipients() -> None:
-    assert hit(by_name("BULK_HIDDEN_RECIPIENTS"), message(To="undisclosed-recipients:;")) is not None
+    undisclosed = message(To="undisclosed-recipients:;")
+    assert hit(by_name("BULK_HIDDEN_RECIPIENTS"), undisclosed) is not None
     assert hit(by_name("BULK_HIDDEN_RECIPIENTS"), message(drop=("To",))) is not None
     assert hit(by_name("BULK_HIDDEN_RECIPIENTS"), message()) is None
     assert len(bulk.RULES) == 2

@@ -68,7 +68,7 @@ def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> set[st
     `masked`: domains whose mentions are dropped (the recipient's, or a corpus's anonymised
     names)."""
     found: set[str] = set()
-    _subject_tokens(view, found)
+    _subject_tokens(view, masked, found)
     _sender_tokens(view, masked, found)
     text = strip_list_additions(view.visible_text, view.list_names)
     text, text_links = _address_tokens(text, masked, found)
@@ -122,7 +122,7 @@ def clean_subject(subject: str, list_names: frozenset[str]) -> tuple[str, bool]:
     return subject, prefix is not None
 
 
-def _subject_tokens(view: MessageView, found: set[str]) -> None:
+def _subject_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
     subject, is_reply = clean_subject(view.subject, view.list_names)
     if is_reply:
         found.add("subject:reply")
@@ -133,7 +133,7 @@ def _subject_tokens(view: MessageView, found: set[str]) -> None:
         found.add("subject:exclamation")
     if _SUBJECT_TAIL_NUMBER.search(subject):
         found.add("subject:trailing-number")  # spam tools append counters and random ids
-    _word_tokens(subject, "s:", found)
+    _word_tokens(subject, "s:", found, masked)
 
 
 def _text_signs(text: str, found: set[str]) -> None:
