@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from mailcloak import cli
 from mailcloak import settings as mailcloak_settings
@@ -197,13 +199,16 @@ def test_database_store_handles_more_tokens_than_one_query_takes(db: None) -> No
 def test_engine_learns_through_the_database(transactional_db: None,
                                             small_model: TokenCounts) -> None:
     engine = BuiltinEngine(small_model, store=DatabaseStore())
-    before = scan(engine, LESSON).score  # type: ignore[attr-defined]
-    for index in range(3):
-        lesson = raw_message(f"zorblax quantum widget offer {index}", "zorblax")
-        asyncio.run(engine.learn(lesson, is_spam=True))
-    assert LearnedMessage.objects.filter(is_spam=True).count() == 3
-    after = scan(engine, LESSON).score  # type: ignore[attr-defined]
-    assert after > before + 1
+    try:
+        before = scan(engine, LESSON).score  # type: ignore[attr-defined]
+        for index in range(3):
+            lesson = raw_message(f"zorblax quantum widget offer {index}", "zorblax")
+            asyncio.run(engine.learn(lesson, is_spam=True))
+        assert LearnedMessage.objects.filter(is_spam=True).count() == 3
+        after = scan(engine, LESSON).score  # type: ignore[attr-defined]
+        assert after > before + 1
+    finally:  # the ORM ran in Django's sync thread: close its connection there
+        asyncio.run(sync_to_async(connections.close_all)())
 
 
 def test_engine_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
