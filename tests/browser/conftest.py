@@ -28,11 +28,6 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
 ]
 
-if not CHROMIUM.exists():
-    pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium "
-                "(apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright "
-                               "(pip install -e '.[test]')")
 
 
 def is_loopback(url: str) -> bool:
@@ -55,10 +50,16 @@ class RecordedPage:
     refused: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     # Playwright's sync API keeps an event loop in this thread, which Django takes for async
     # code; the tests' own database calls (and pytest-django's) are plain synchronous code.
+    # Module scope: the loop and that allowance end with the browser tests.
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} "
+                    "(apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need "
+                                   "playwright (pip install -e '.[test]')")
     with pytest.MonkeyPatch.context() as patch, sync_api.sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
