@@ -208,7 +208,16 @@ def test_numeric_shortened_and_punycode_links() -> None:
     assert hit(by_name("LINK_SHORTENER"), message("go to https://bit.ly/3xYz")) is not None
     assert hit(by_name("LINK_PUNYCODE"), message("https://xn--pypal-4ve.com/")) is not None
     assert hit(by_name("LINK_NUMERIC_HOST"), message("see https://docs.test/page")) is None
-    assert len(links.RULES) == 4
+    assert len(links.RULES) == 5
+
+
+def test_links_to_the_senders_own_domain_are_a_good_sign() -> None:
+    own = message("Read it at https://news.mailbox.test/june and https://mailbox.test/")
+    assert hit(by_name("LINKS_TO_SENDER"), own) == Hit(
+        -1.0, "Every link leads to the sender's own domain (mailbox.test)")
+    elsewhere = message("https://mailbox.test/ and https://tracker.test/x")
+    assert hit(by_name("LINKS_TO_SENDER"), elsewhere) is None
+    assert hit(by_name("LINKS_TO_SENDER"), message()) is None
 
 
 # --- attachments ----------------------------------------------------------------------------

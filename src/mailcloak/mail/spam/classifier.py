@@ -103,9 +103,12 @@ class Calibration:
     rule_weights: Mapping[str, float] = field(default_factory=dict)
 
     def text_points(self, probability: float) -> float:
-        log_odds = self.scale * (self.bias - self.cut + self.text_weight
-                                 * text_evidence(probability))
-        return round(min(QUARANTINE_POINTS + log_odds, MAX_TEXT_POINTS), 2)
+        points = QUARANTINE_POINTS + self.scale * (self.bias - self.cut + self.text_weight
+                                                   * text_evidence(probability))
+        if points > SOFT_TEXT_POINTS:  # approach MAX_TEXT_POINTS, keeping the order
+            room = MAX_TEXT_POINTS - SOFT_TEXT_POINTS
+            points = SOFT_TEXT_POINTS + room * (1.0 - math.exp((SOFT_TEXT_POINTS - points) / room))
+        return round(points, 2)
 
     def rule_points(self, rule: str, points: float) -> float:
         return round(self.scale * self.rule_weights.get(rule, DEFAULT_RULE_WEIGHT) * points, 2)
@@ -125,7 +128,8 @@ class Calibration:
 
 
 QUARANTINE_POINTS = 5.0   # the normal quarantine threshold the calibration aims at
-MAX_TEXT_POINTS = 9.0     # the text alone never reaches the normal reject threshold
+MAX_TEXT_POINTS = 9.5     # the text alone never reaches the normal reject threshold
+SOFT_TEXT_POINTS = 7.0
 DEFAULT_RULE_WEIGHT = 0.5  # with scale 2: a rule's own points
 EVIDENCE_LIMIT = 1e-6
 

@@ -16,7 +16,6 @@ from typing import TextIO
 
 from mailcloak.mail.spam.builtin import BuiltinEngine
 from mailcloak.mail.spam.classifier import TokenCounts
-from mailcloak.mail.spam.train import train
 from mailcloak.mail.spam.corpus import (
     CorpusMessage,
     Progress,
@@ -24,6 +23,7 @@ from mailcloak.mail.spam.corpus import (
     near_duplicate_groups,
     prepare,
 )
+from mailcloak.mail.spam.train import train
 from mailcloak.mail.spam.verdict import Action, ScanRequest, Thresholds
 
 FP_BUDGET = 0.005  # at most 0.5% of wanted mail blocked

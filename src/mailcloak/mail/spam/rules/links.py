@@ -55,10 +55,25 @@ def punycode_link(view: MessageView) -> Hit | None:
     return None
 
 
+def links_to_sender(view: MessageView) -> Hit | None:
+    """A good sign: every web link leads to the sender's own domain. Senders who forge their
+    address, or send for someone else's site, rarely manage that."""
+    if not view.from_domain:
+        return None
+    sender = registered_domain(view.from_domain)
+    hosts = {url_host(url) for url in view.urls if url.lower().startswith(_WEB)}
+    hosts.discard("")
+    if hosts and all(registered_domain(host) == sender for host in hosts):
+        return Hit(-1.0, f"Every link leads to the sender's own domain ({sender})")
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     Rule("LINK_TEXT_MISMATCH", "Link text shows one site, the link leads to another",
          link_text_mismatch),
     Rule("LINK_NUMERIC_HOST", "A link to a numeric IP address", numeric_link),
     Rule("LINK_SHORTENER", "A link through a URL shortener", shortened_link),
     Rule("LINK_PUNYCODE", "A link to an internationalised (punycode) name", punycode_link),
+    Rule("LINKS_TO_SENDER", "Every link leads to the sender's own domain (a good sign)",
+         links_to_sender),
 )
