@@ -104,7 +104,7 @@ def cross_validate(messages: Sequence[CorpusMessage], thresholds: Thresholds, *,
         held_out = [m for m, f in zip(messages, fold_of, strict=True) if f == fold]
         outcomes += _scan(BuiltinEngine(model), held_out, thresholds, progress)
     progress.finish()
-    report = _report(outcomes, thresholds)
+    report = summarise(outcomes, thresholds)
     report.folds = folds
     report.duplicate_groups = _merged_groups(groups)
     return report
@@ -115,7 +115,7 @@ def evaluate_model(messages: Sequence[CorpusMessage], model: TokenCounts,
     progress = Progress(len(messages), "scanning", stream)
     outcomes = _scan(BuiltinEngine(model), messages, thresholds, progress)
     progress.finish()
-    return _report(outcomes, thresholds)
+    return summarise(outcomes, thresholds)
 
 
 def _scan(engine: BuiltinEngine, messages: Sequence[CorpusMessage], thresholds: Thresholds,
@@ -130,7 +130,7 @@ def _scan(engine: BuiltinEngine, messages: Sequence[CorpusMessage], thresholds: 
     return outcomes
 
 
-def _report(outcomes: list[Outcome], thresholds: Thresholds) -> Report:
+def summarise(outcomes: list[Outcome], thresholds: Thresholds) -> Report:
     spam = [o for o in outcomes if o.message.is_spam]
     ham = [o for o in outcomes if not o.message.is_spam]
     caught = sum(o.blocked for o in spam)
