@@ -56,6 +56,8 @@ def test_list_additions_dates_and_numbers_are_not_tokens() -> None:
     assert not {tok for tok in found if "devs" in tok or "mailing" in tok or "listinfo" in tok}
     assert not {tok for tok in found if "2026" in tok or "4.2" in tok or "30" in tok}
     assert "from:lists.example.org" not in found  # the list rewrote From: not the sender's
+    own_name = LIST_MESSAGE.replace(b"Alice via Devs", b"Developers of the project")
+    assert not {tok for tok in tokens(parse(own_name)) if tok.startswith("from:")}
 
 
 def test_anonymised_names_and_masked_domains_are_dropped() -> None:

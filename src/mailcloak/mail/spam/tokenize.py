@@ -152,10 +152,12 @@ def _text_signs(text: str, found: set[str]) -> None:
 def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
     """The sender's name and domain and the program it wrote with, as a user's inbox shows
     them; a list that rewrote From to its own address ("A via List") hides the sender's."""
-    name = _VIA_LIST.sub("", view.from_name)
-    _word_tokens(name, "from:", found)
     local, _, domain = view.from_address.partition("@")
-    if domain and not any(list_name in local for list_name in view.list_names):
+    from_list = any(list_name in local for list_name in view.list_names)
+    name = _VIA_LIST.sub("", view.from_name)
+    if not from_list or name != view.from_name:  # the list's own name is not the sender's
+        _word_tokens(name, "from:", found)
+    if domain and not from_list:
         _domain_token("from", domain, masked, found)
     mailer = view.header("X-Mailer") or view.header("User-Agent")
     if mailer:
