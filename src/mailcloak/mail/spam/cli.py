@@ -72,17 +72,21 @@ def _folds(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mailcloak.mail.spam.corpus import CorpusError
+    from mailcloak.mail.spam.corpus import CorpusError, read
     from mailcloak.mail.spam.train import train_command
 
     try:
-        model = train_command(args.ham, args.spam, args.out)
+        messages = read(args.ham, args.spam)
     except (CorpusError, OSError) as exc:
-        raise _error(f"cannot train: {exc}") from None
-    if not model.spam_messages or not model.ham_messages:
+        raise _error(f"cannot read the corpus: {exc}") from None
+    if not any(m.is_spam for m in messages) or all(m.is_spam for m in messages):
         raise _error("cannot train: the directories hold no spam or no ham messages")
+    try:
+        model, written = train_command(args.ham, args.spam, args.out, messages=messages)
+    except OSError as exc:
+        raise _error(f"cannot write the model: {exc}") from None
     print(f"model written to {args.out}: {model.ham_messages} ham, {model.spam_messages} spam, "
-          f"{len(model.counts)} tokens")
+          f"{written} tokens")
     return 0
 
 

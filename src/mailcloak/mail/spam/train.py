@@ -23,6 +23,7 @@ from mailcloak.mail.spam.classifier import (
     text_evidence,
 )
 from mailcloak.mail.spam.corpus import (
+    CorpusMessage,
     Prepared,
     Progress,
     assign_folds,
@@ -141,9 +142,12 @@ def _sigmoid(value: float) -> float:
 
 
 def train_command(ham_dirs: Sequence[Path], spam_dirs: Sequence[Path], out: Path, *,
-                  stream: TextIO | None = None) -> TokenCounts:
-    """Read the corpora, train, calibrate and write the model to `out`."""
-    messages = read(ham_dirs, spam_dirs)
+                  messages: Sequence[CorpusMessage] | None = None,
+                  stream: TextIO | None = None) -> tuple[TokenCounts, int]:
+    """Read the corpora, train, calibrate and write the model to `out`. Returns the model and
+    the number of tokens written (those seen in at least MIN_MESSAGES messages)."""
+    if messages is None:
+        messages = read(ham_dirs, spam_dirs)
     progress = Progress(len(messages), "reading", stream)
     prepared = prepare(messages, progress=progress)
     progress.finish()
@@ -151,5 +155,5 @@ def train_command(ham_dirs: Sequence[Path], spam_dirs: Sequence[Path], out: Path
     model = train(prepared, groups)
     about = {"ham": sum(not m.is_spam for m in messages), "spam": sum(m.is_spam for m in messages),
              "sources": ["/".join(path.parts[-2:]) for path in (*ham_dirs, *spam_dirs)]}
-    classifier.save(model, out, min_messages=MIN_MESSAGES, about=about)
-    return model
+    written = classifier.save(model, out, min_messages=MIN_MESSAGES, about=about)
+    return model, written
