@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.test import Client
@@ -12,8 +13,36 @@ from mailcloak.accounts.models import User
 from mailcloak.accounts.services import create_user_with_mailbox
 from mailcloak.aliases.models import Alias
 from mailcloak.aliases.services import create_alias
+from mailcloak.mail import dns as mail_dns
+from tests.support.dns_server import DnsServer
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dns_server() -> Iterator[DnsServer]:
+    """Every lookup of the suite, in-process or in a started `mailcloak` process, goes to this
+    loopback DNS server: names nobody added are NXDOMAIN at once. Tests add records to it
+    (`dns_server` fixture) or bring a server of their own."""
+    with DnsServer() as server:
+        os.environ["MAILCLOAK_DNS_SERVERS"] = server.nameserver
+        mail_dns.set_resolver(None)
+        yield server
+
+
+@pytest.fixture
+def dns_server(_dns_server: DnsServer) -> Iterator[DnsServer]:
+    yield _dns_server
+
+
+@pytest.fixture
+def lenient_spam_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests of SMTP mechanics (framing, limits, TLS, delivery) whose toy messages are not
+    meant to look like real mail: the spam engine still scans every message, but its verdict
+    never holds one back. Verdicts themselves are tested in test_smtpd_verdicts.py."""
+    monkeypatch.setenv("MAILCLOAK_SPAM_QUARANTINE_SCORE", "1000")
+    monkeypatch.setenv("MAILCLOAK_SPAM_REJECT_SCORE", "2000")
+    mailcloak_settings.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,8 @@ from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
 from mailcloak.mail.verp import make_bounce_address
 from tests.support.smtp_client import RawClient, RunningServer, test_options
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("lenient_spam_thresholds")]
 
 MESSAGE = (b"From: Sender Name <sender@sender.test>\r\n"
            b"To: someone\r\n"

@@ -9,6 +9,8 @@ from mailcloak.mail.models import QueuedMessage
 from mailcloak.mail.smtpd import has_bare_line_ending, read_data
 from tests.support.smtp_client import RawClient, RunningServer
 
+pytestmark = pytest.mark.usefixtures("lenient_spam_thresholds")
+
 
 def read(stream: bytes, max_size: int = 10_000, limit: int = 1001):
     """read_data over `stream` as a client would send it after DATA; also what is left unread."""

@@ -18,6 +18,8 @@ from tests.support.smtp_client import RunningServer
 
 MESSAGE = b"From: a@sender.test\r\nSubject: over TLS\r\n\r\nbody\r\n"
 
+pytestmark = pytest.mark.usefixtures("lenient_spam_thresholds")
+
 
 def config_with(**settings: str) -> mailcloak_settings.Config:
     env = dict(os.environ)

@@ -73,6 +73,8 @@ class Deployment:
             "MAILCLOAK_DOMAINS": "alias.test",
             "MAILCLOAK_SMTP_LISTEN": f"127.0.0.1:{self.smtp_port}",
             "MAILCLOAK_LOG_LEVEL": "warning",
+            # The suite's loopback DNS server (tests/conftest.py), never the machine's resolver.
+            "MAILCLOAK_DNS_SERVERS": os.environ.get("MAILCLOAK_DNS_SERVERS", "127.0.0.1:9"),
         }
         self.env |= {f"MAILCLOAK_{key.upper()}": value for key, value in settings.items()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -16,6 +16,7 @@ from mailcloak import settings as mailcloak_settings
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.mail.contacts import contact_for
 from mailcloak.mail.headers import HeaderField, join_message, split_message
+from mailcloak.mail.policy_email import Mailbox
 from mailcloak.mail.rewrite import Rewriter, original_sender
 from mailcloak.mail.verp import make_bounce_address
 
@@ -43,11 +44,7 @@ def prepare_forward(raw: bytes, *, alias: Alias, envelope_from: str,
     owner could answer to. Raises UnparseableMessage only when there is no header to work on.
     """
     message = split_message(raw)
-    if not message.fields:
-        raise UnparseableMessage("the message has no header fields")
-    sender = original_sender(message.fields, envelope_from)
-    if sender is None:
-        raise UnparseableMessage("the message names no sender (no From, null envelope sender)")
+    sender = _sender(message.fields, envelope_from)
     config = mailcloak_settings.get()
     mail_from = make_bounce_address(alias.domain.name, alias_id=alias.pk, queue_id=queue_id)
     contact = contact_for(alias, sender.address, sender.name)
@@ -63,6 +60,20 @@ def prepare_forward(raw: bytes, *, alias: Alias, envelope_from: str,
     content = join_message(fields, message.body, message.separator or message.eol)
     return ForwardedMessage(content=content, mail_from=mail_from,
                             recipient=alias.mailbox.email, contact=contact)
+
+
+def check_forwardable(raw: bytes, envelope_from: str) -> None:
+    """Raise UnparseableMessage if `raw` could not be forwarded (checked before scanning)."""
+    _sender(split_message(raw).fields, envelope_from)
+
+
+def _sender(fields: list[HeaderField], envelope_from: str) -> Mailbox:
+    if not fields:
+        raise UnparseableMessage("the message has no header fields")
+    sender = original_sender(fields, envelope_from)
+    if sender is None:
+        raise UnparseableMessage("the message names no sender (no From, null envelope sender)")
+    return sender
 
 
 def _added_fields(fields: list[HeaderField], *, alias: Alias, queue_id: str, hostname: str,

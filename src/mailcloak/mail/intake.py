@@ -19,12 +19,17 @@ from django.db.models import F
 
 from mailcloak.aliases.models import Alias
 from mailcloak.mail import replies
+from mailcloak.mail.analysis import Analysis
+from mailcloak.mail.arc import SealError, arc_seal
 from mailcloak.mail.bounces import record_dsn
 from mailcloak.mail.forward import UnparseableMessage, prepare_forward
 from mailcloak.mail.models import QueuedMessage
 from mailcloak.mail.policy import Action, Decision
 from mailcloak.mail.queue import enqueue, new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.spam.verdict import Action as SpamAction
+from mailcloak.mail.spam.verdict import Direction
+from mailcloak.quarantine.store import log_rejection, quarantine_message, summarise
 
 log = logging.getLogger("mailcloak.smtpd")
 
@@ -35,6 +40,7 @@ class InboundMessage:
     sender: str  # "" for the null sender
     recipients: tuple[Decision, ...]  # the accepted ones, in RCPT order
     content: bytes
+    analysis: Analysis | None = None  # None: nothing to forward, so nothing was scanned
 
 
 @dataclass
@@ -43,6 +49,8 @@ class Outcome:
     queue_ids: list[str] = field(default_factory=list)  # one per forwarded copy
     dropped: int = 0
     bounces: int = 0
+    quarantined: int = 0
+    rejected: int = 0
 
 
 def accept(message: InboundMessage) -> Outcome:
@@ -68,34 +76,89 @@ def failed(message: InboundMessage, exc: Exception) -> Outcome:
 
 
 def store(message: InboundMessage) -> Outcome:
-    """Queue a forwarded copy per alias and record delivery reports; the caller commits."""
+    """Forward or quarantine a copy per alias and record delivery reports; the caller commits.
+
+    When the verdict refuses the message for every alias, nothing is stored but the owners'
+    metadata-only log lines, and the reply is a 550: the sending server bounces it, so we
+    never send backscatter.
+    """
     outcome = Outcome(replies.queued(message.queue_id))
     forwards = _unique(d for d in message.recipients if d.action is Action.FORWARD)
-    aliases = Alias.objects.select_related("domain", "mailbox").in_bulk(
+    aliases = Alias.objects.select_related("domain", "mailbox", "user").in_bulk(
         [d.alias_id for d in forwards])
+    refused: list[Alias] = []
     for decision in forwards:
         alias = aliases.get(decision.alias_id or 0)
         if alias is None:  # deleted since RCPT: mail to it is refused now, so drop it
             outcome.dropped += 1
             continue
-        queue_id = message.queue_id if not outcome.queue_ids else new_queue_id()
-        _forward(message, alias, queue_id)
-        outcome.queue_ids.append(queue_id)
+        action = (message.analysis.action_for(alias.user.spam_sensitivity)
+                  if message.analysis else SpamAction.DELIVER)
+        if action is SpamAction.REJECT:
+            refused.append(alias)
+        elif action is SpamAction.QUARANTINE:
+            _quarantine(message, alias)
+            outcome.quarantined += 1
+        else:
+            queue_id = message.queue_id if not outcome.queue_ids else new_queue_id()
+            _forward(message, alias, queue_id)
+            outcome.queue_ids.append(queue_id)
     for decision in _unique(d for d in message.recipients if d.action is Action.BOUNCE):
         record_dsn(message.content, decision.recipient)
         outcome.bounces += 1
     outcome.dropped += sum(1 for d in message.recipients if d.action is Action.DROP)
+    if refused:
+        _log_rejections(message, refused)
+        outcome.rejected = len(refused)
+        if not (outcome.queue_ids or outcome.quarantined or outcome.bounces or outcome.dropped):
+            outcome.reply = _refusal(message.analysis)
     return outcome
+
+
+def _refusal(analysis: Analysis | None) -> Reply:
+    if analysis is not None and analysis.auth.dmarc_reject:
+        return replies.DMARC_REJECTED
+    return replies.SPAM_REJECTED
+
+
+def _quarantine(message: InboundMessage, alias: Alias) -> None:
+    assert message.analysis is not None
+    quarantine_message(raw=message.content, alias=alias, direction=Direction.INBOUND,
+                       verdict=message.analysis.verdict, mail_from=message.sender,
+                       authentication_results=message.analysis.auth.authentication_results)
+
+
+def _log_rejections(message: InboundMessage, refused: list[Alias]) -> None:
+    assert message.analysis is not None
+    summary = summarise(message.content)
+    for alias in refused:
+        log_rejection(alias=alias, mail_from=message.sender, header_from=summary.header_from,
+                      subject=summary.subject, reason=message.analysis.summary())
 
 
 def _forward(message: InboundMessage, alias: Alias, queue_id: str) -> QueuedMessage:
     forwarded = prepare_forward(message.content, alias=alias, envelope_from=message.sender,
                                 queue_id=queue_id)
+    content = forwarded.content
+    if message.analysis is not None:
+        content = _with_results(content, alias, message.analysis)
     queued = enqueue(kind=QueuedMessage.Kind.FORWARD, mail_from=forwarded.mail_from,
-                     recipients=[forwarded.recipient], content=forwarded.content, alias=alias,
+                     recipients=[forwarded.recipient], content=content, alias=alias,
                      queue_id=queue_id)
     Alias.objects.filter(pk=alias.pk).update(forwarded_count=F("forwarded_count") + 1)
     return queued
+
+
+def _with_results(content: bytes, alias: Alias, analysis: Analysis) -> bytes:
+    """An ARC seal over what we saw before the rewrite broke the sender's own signatures (so
+    the owner's provider can trust it), then our authentication results and score on top."""
+    linesep = b"\r\n" if b"\r\n" in content[:2000] else b"\n"
+    try:
+        content = arc_seal(content, auth_results=analysis.auth.authentication_results,
+                           domain=alias.domain.name)
+    except SealError as exc:
+        log.warning("forwarded copy not ARC-sealed: %s", exc)
+    return analysis.headers(linesep) + content
 
 
 def _unique(decisions: Iterable[Decision]) -> list[Decision]:

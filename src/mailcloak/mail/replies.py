@@ -72,12 +72,17 @@ MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum messag
 BARE_LINEFEED = Reply(550, "5.6.0",
                       "Bare CR or LF in message data: every line must end with CRLF")
 UNPARSEABLE = Reply(554, "5.6.0", "Message could not be parsed")
+SPAM_REJECTED = Reply(550, "5.7.1", "Message refused as spam")
+DMARC_REJECTED = Reply(550, "5.7.1",
+                       "Message refused: it fails DMARC and the sender's domain asks to reject it")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 
 # --- our side failed: the client should try again --------------------------------------------
 
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Storage temporarily unavailable, try again later")
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+SCANNER_UNAVAILABLE = Reply(451, "4.7.1",
+                            "Message could not be checked for spam, try again later")
 
 # --- the session ----------------------------------------------------------------------------
 

@@ -44,4 +44,4 @@ def rsassa_pkcs1_v1_5_sign(digest: Any, private_key: dict[str, int]) -> bytes:
 
 
 def install() -> None:
-    dkim.RSASSA_PKCS1_v1_5_sign = rsassa_pkcs1_v1_5_sign  # type: ignore[attr-defined]
+    dkim.RSASSA_PKCS1_v1_5_sign = rsassa_pkcs1_v1_5_sign

@@ -37,9 +37,12 @@ from mailcloak.mail.addresses import (
     redact,
     split_path,
 )
+from mailcloak.mail.analysis import Analysis, analyse
 from mailcloak.mail.committer import GroupCommitter
+from mailcloak.mail.forward import UnparseableMessage, check_forwardable
 from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.spam.verdict import EngineUnavailable
 from mailcloak.mail.worker import wake as wake_workers
 from mailcloak.settings import Config
 
@@ -392,9 +395,18 @@ class Handler:
             self._log_message(queue_id, envelope.data_error, session, envelope)
             return envelope.data_error.line
         assert isinstance(envelope.content, bytes)
+        try:
+            analysis = await self._analyse(session, envelope)
+        except UnparseableMessage:
+            self._log_message(queue_id, replies.UNPARSEABLE, session, envelope)
+            return replies.UNPARSEABLE.line
+        except EngineUnavailable as exc:
+            log.warning("message %s not scanned: %s", queue_id, exc)
+            self._log_message(queue_id, replies.SCANNER_UNAVAILABLE, session, envelope)
+            return replies.SCANNER_UNAVAILABLE.line
         message = intake.InboundMessage(queue_id=queue_id, sender=str(envelope.sender),
                                         recipients=tuple(envelope.decisions),
-                                        content=envelope.content)
+                                        content=envelope.content, analysis=analysis)
         try:
             outcome = await self.committer.run(intake.store, message)
         except Exception as exc:
@@ -404,6 +416,17 @@ class Handler:
         self._log_message(queue_id, outcome.reply, session, envelope, outcome)
         return outcome.reply.line
 
+    async def _analyse(self, session: Session, envelope: MailcloakEnvelope
+                       ) -> Analysis | None:
+        """Authenticate and score the message, when any copy of it would be forwarded."""
+        if not any(d.action is policy.Action.FORWARD for d in envelope.decisions):
+            return None
+        assert isinstance(envelope.content, bytes)
+        check_forwardable(envelope.content, str(envelope.sender))
+        return await analyse(envelope.content, peer_ip=peer_ip(session),
+                             helo=session.host_name or "", mail_from=str(envelope.sender),
+                             recipients=tuple(d.recipient for d in envelope.decisions))
+
     async def handle_exception(self, error: Exception) -> str:
         log.error("session error: %s", intake.describe(error))
         return replies.LOCAL_ERROR.line
@@ -412,7 +435,8 @@ class Handler:
                      envelope: MailcloakEnvelope, outcome: intake.Outcome | None = None) -> None:
         """One line per message decision: never content, addresses only as keyed hashes."""
         size = len(envelope.content or b"")
-        counts = (f" forwarded={len(outcome.queue_ids)} dropped={outcome.dropped}"
+        counts = (f" forwarded={len(outcome.queue_ids)} quarantined={outcome.quarantined}"
+                  f" rejected={outcome.rejected} dropped={outcome.dropped}"
                   f" bounces={outcome.bounces} queue_ids={','.join(outcome.queue_ids) or '-'}"
                   if outcome else "")
         log.info("message %s %s %s peer=%s from=%s recipients=%d size=%d%s", queue_id,

@@ -10,6 +10,8 @@ import tempfile
 os.environ.setdefault("MAILCLOAK_DATA_DIR", tempfile.mkdtemp(prefix="mailcloak-test-"))
 os.environ.setdefault("MAILCLOAK_MODE", "local")
 os.environ.setdefault("MAILCLOAK_DOMAINS", "alias.test,second.test")
+# Tests never ask the machine's resolver: tests/conftest.py starts a DNS server on loopback.
+os.environ.setdefault("MAILCLOAK_DNS_SERVERS", "127.0.0.1:9")
 
 from mailcloak.project.settings import *  # noqa: F403
 
