@@ -49,8 +49,9 @@ async def _serve_smtp(stop: asyncio.Event) -> None:
 
 async def _serve_worker(stop: asyncio.Event) -> None:
     from mailcloak.mail.worker import run_worker
+    from mailcloak.maintenance import run_maintenance
 
-    await run_worker(stop)
+    await asyncio.gather(run_worker(stop), run_maintenance(stop))
 
 
 async def _main(web: bool, smtp: bool, worker: bool) -> int:

@@ -329,7 +329,9 @@ def serve() -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_worker(stop)
+        from mailcloak.maintenance import run_maintenance
+
+        await asyncio.gather(run_worker(stop), run_maintenance(stop))
 
     asyncio.run(main())
     return 0
