@@ -133,6 +133,8 @@ def test_shipped_model_loads_once_and_scores_mail() -> None:
     b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/html\r\n\r\n<a",
     b"Subject: =?unknown-8bit?q?=FF?=\r\nContent-Type: text/plain; charset=no-such\r\n\r\n\xff",
     b"Content-Type: text/html\r\n\r\n" + b"<div>" * 5000 + b"<a href='http://[::1'>x",
+    b"Subject: x\r\n\r\n" + b"a" * 300_000,  # one long run with no "@": linear, not quadratic
+    b"Subject: " + b"a@" * 20_000 + b"\r\nMessage-ID: <" + b"@" * 20_000 + b">\r\n\r\nx",
 ])
 def test_hostile_input_gets_a_verdict_not_an_exception(raw: bytes) -> None:
     verdict = BuiltinEngine(TokenCounts()).scan_sync(ScanRequest(raw), NORMAL)

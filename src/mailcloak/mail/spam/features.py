@@ -3,7 +3,8 @@
 The message is read once, tolerantly (a broken header or part never raises), into a
 MessageView: decoded header values, the visible text of every text part (HTML turned into
 text), links with the text they show, images, attachments and hidden text. Each part gives the
-classifier at most `scan_limit` bytes: larger parts are truncated, never skipped.
+classifier at most `scan_limit` bytes: larger parts are truncated, never skipped (and past
+TEXT_BUDGET_PARTS scan limits of text in all, each further part gives its start only).
 
 Attachments are only described (name, type, size); they are never decoded or opened.
 """
@@ -29,10 +30,13 @@ from mailcloak.mail.policy_email import (
 
 DEFAULT_SCAN_LIMIT = 256_000
 MAX_PARTS = 200  # a message with more parts is scanned on its first MAX_PARTS
+TEXT_BUDGET_PARTS = 8  # all text parts together: this many scan limits in full...
+MIN_PART_TEXT = 4_000  # ...then the start of every further part
+MAX_HEADER_CHARS = 8_000
 
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`{}|\\^\[\]]+", re.IGNORECASE)
 _URL_TRAILING = ".,;:!?)'\""
-_LIST_NAME = re.compile(r"<?\s*([^@<>\s]+)@")
+_LIST_NAME = re.compile(r"(?<![^@<>\s])([^@<>\s]+)@")
 _LIST_ID = re.compile(r"<([^<>.\s]+)\.")
 # Second-level labels under which a country code TLD registers names (example.co.uk).
 _CC_SECOND_LEVELS = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go",
@@ -267,6 +271,7 @@ class MessageView:
     urls: list[str] = field(default_factory=list)   # every URL, from text and from HTML
     list_names: frozenset[str] = frozenset()         # the mailing list that relayed it, if any
     truncated: bool = False                          # some part was longer than the scan limit
+    text_budget: int = field(default=0, repr=False)  # bytes of text parts still to read
 
     def header(self, name: str) -> str:
         """The first value of field `name`, decoded and cleaned ("" when absent)."""
@@ -301,7 +306,9 @@ class MessageView:
 
 
 def header_text(value: str) -> str:
-    """A raw header value (8-bit bytes kept as surrogate escapes) as clean, decoded text."""
+    """A raw header value (8-bit bytes kept as surrogate escapes) as clean, decoded text, at
+    most MAX_HEADER_CHARS of it: no honest header is longer, and rules need not read more."""
+    value = value[:MAX_HEADER_CHARS]
     if not value.isascii():
         value = decode_raw(value.encode("utf-8", "surrogateescape"))
     return clean_text(decode_words(value))
@@ -310,7 +317,7 @@ def header_text(value: str) -> str:
 def parse(raw: bytes, *, scan_limit: int = DEFAULT_SCAN_LIMIT) -> MessageView:
     """Read `raw` into a MessageView. Never raises on malformed input."""
     message = email.message_from_bytes(raw, policy=READ_POLICY)
-    view = MessageView(message=message)
+    view = MessageView(message=message, text_budget=TEXT_BUDGET_PARTS * scan_limit)
     for name, value in message.raw_items():
         view.fields.setdefault(name.lower(), []).append(str(value))
     view.subject = view.header("Subject")
@@ -351,9 +358,11 @@ def _read_part(view: MessageView, part: Message, scan_limit: int,
 
 def _decoded_text(view: MessageView, part: Message, scan_limit: int) -> str:
     payload = _payload_bytes(part)
-    if len(payload) > scan_limit:
-        payload = payload[:scan_limit]
+    limit = min(scan_limit, max(view.text_budget, MIN_PART_TEXT))
+    if len(payload) > limit:
+        payload = payload[:limit]
         view.truncated = True
+    view.text_budget -= len(payload)
     charset = _charset(part)
     if charset:
         view.charsets.add(charset)

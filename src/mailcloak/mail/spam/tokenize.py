@@ -22,7 +22,9 @@ MIN_WORD, MAX_WORD = 3, 20
 MAX_CJK_BIGRAMS = 400
 
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
-_EMAIL = re.compile(r"[\w.+=-]+@((?:[\w-]+\.)+[a-z]{2,})", re.IGNORECASE)
+# The look-behind starts a match only where a run of address characters starts: without it a
+# long run with no "@" is rescanned from every position (quadratic time).
+_EMAIL = re.compile(r"(?<![\w.+=-])[\w.+=-]+@((?:[\w-]+\.)+[a-z]{2,})", re.IGNORECASE)
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                         "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
 _EMOJI = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
@@ -58,8 +60,9 @@ _LIST_BOILERPLATE = re.compile(
     r"|.*\bmailing list\s*$|.*/(?:mailman/)?listinfo\b).*$",
     re.MULTILINE | re.IGNORECASE)
 _SPONSOR_BLOCK = re.compile(
-    r"^[> ]*(?:-{5,}[^\n]*Yahoo! Groups Sponsor.*?~->|This sf\.net e-?mail is sponsored by.*?"
-    r"(?=^[> ]*_{10,}|\Z))", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+    r"^[> ]*(?:-{5,}[^\n]{0,200}Yahoo! Groups Sponsor.{0,4000}?~->"
+    r"|This sf\.net e-?mail is sponsored by.{0,4000}?(?=^[> ]*_{10,}|\Z))",
+    re.MULTILINE | re.DOTALL | re.IGNORECASE)
 _LIST_LINE_HINTS = ("mailing list", "listinfo", "unsubscribe", "@", "http", "list")
 
 

@@ -28,7 +28,7 @@ _CLAIMS_OUTLOOK = re.compile(r"microsoft (?:office )?outlook(?!.*macintosh)", re
 _APPLE_ID = re.compile(r"^<?[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}@")
 _CLAIMS_APPLE = re.compile(r"apple mail|mac os x mail|apple message framework|iphone mail",
                            re.IGNORECASE)
-_ADDRESS_IN_NAME = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_ADDRESS_IN_NAME = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufeff]")
 _LOOKALIKE_WORD = re.compile(
     r"\b(?=\w*[a-zA-Z])(?=\w*[\u0250-\u02af\u0370-\u03ff\u0400-\u04ff])\w+")
