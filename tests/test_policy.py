@@ -112,12 +112,16 @@ def test_null_sender_is_never_blocked(user, alias):
     assert decide_for(alias.address, sender=NULL).action is Action.FORWARD
 
 
-def test_reverse_alias_replies_are_not_enabled_yet(alias):
+def test_reverse_alias_takes_mail_from_the_owner_only(alias):
     contact = contact_for(alias, "friend@sender.test", "Friend")
     decision = decide_for(contact.reverse_address)
     assert decision.action is Action.REJECT
-    assert decision.reply == replies.REVERSE_ALIAS_NOT_ENABLED
+    assert decision.reply == replies.FORGED_REPLY
     assert decision.reply.code == 550 and decision.reply.status == "5.7.1"
+    owner_mailbox = parse_reverse_path("<owner@mailbox.test>", smtputf8=False)
+    owner = decide_for(contact.reverse_address, sender=owner_mailbox)
+    assert owner.action is Action.REPLY
+    assert (owner.alias_id, owner.contact_id) == (alias.pk, contact.pk)
 
 
 def test_verp_bounce_address_is_accepted(alias):

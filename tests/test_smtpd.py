@@ -179,12 +179,13 @@ def test_blocked_sender_is_refused_and_counted(client, user, alias):
     assert alias.blocked_count == 1
 
 
-def test_reverse_alias_is_refused_for_now(client, alias):
+def test_reverse_alias_refuses_mail_not_from_its_owner(client, alias):
     from mailcloak.mail.contacts import contact_for
 
     contact = contact_for(alias, "friend@sender.test", "Friend")
     answer = transaction(client, [contact.reverse_address])[1]
-    assert answer == (550, "5.7.1 Replies through reverse aliases are not enabled yet")
+    assert answer == (550, "5.7.1 Only the alias owner's verified mailbox may send through "
+                      "this address")
 
 
 DSN = (b"From: MAILER-DAEMON@mx.elsewhere.test\r\n"

@@ -15,7 +15,7 @@ from django.urls import reverse
 from mailcloak.accounts.models import ApiToken, User
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.aliases.services import block_sender, delete_alias
-from mailcloak.mail.models import Bounce
+from mailcloak.mail.models import Bounce, RefusedReply
 from mailcloak.mail.queue import enqueue
 from mailcloak.outbox.models import LocalOutboxMessage
 
@@ -42,6 +42,8 @@ def every_model_filled(user: User, alias: Alias) -> None:
     block_sender(user, "junk.example")
     Bounce.objects.create(alias=alias, recipient="a@mailbox.test", source="delivery",
                           reason="550 no such user")
+    RefusedReply.objects.create(alias=alias, mail_from="intruder@example.org",
+                                reason="envelope sender is not the owner's verified mailbox")
     ApiToken.issue(user, "laptop")
     delete_alias(alias.__class__.objects.create(
         address="old@alias.test", domain=alias.domain, user=user, mailbox=alias.mailbox))

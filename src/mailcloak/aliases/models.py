@@ -51,6 +51,8 @@ class Alias(models.Model):
     disabled_action = models.CharField(max_length=10, choices=DisabledAction.choices,
                                        default=DisabledAction.REJECT)
     title = models.CharField(max_length=200, blank=True)
+    # The name contacts see in From on mail sent from this alias ("" shows the address only).
+    display_name = models.CharField(max_length=200, blank=True)
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     forwarded_count = models.PositiveIntegerField(default=0)

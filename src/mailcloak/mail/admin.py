@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
+from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage, RefusedReply
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,3 +54,12 @@ class BounceAdmin(ReadOnlyAdmin):
     list_display = ("recipient", "alias", "source", "created_at")
     list_filter = ("source",)
     search_fields = ("recipient", "alias__address")
+
+
+@admin.register(RefusedReply)
+class RefusedReplyAdmin(ReadOnlyAdmin):
+    """Forged or unauthenticated replies through reverse aliases: attacks on an alias."""
+
+    list_display = ("alias", "mail_from", "header_from", "peer_ip", "reason", "created_at")
+    search_fields = ("alias__address", "mail_from", "header_from", "peer_ip")
+    list_select_related = ("alias",)

@@ -54,11 +54,13 @@ class Analysis:
 
 
 async def analyse(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
-                  recipients: tuple[str, ...]) -> Analysis:
-    """Authenticate and score `raw`. Raises EngineUnavailable when the engine cannot answer
+                  recipients: tuple[str, ...],
+                  direction: Direction = Direction.INBOUND) -> Analysis:
+    """Authenticate and score `raw` (mail to an alias, or OUTBOUND: an owner's reply from
+    one). Raises EngineUnavailable when the engine cannot answer
     in time (MAILCLOAK_SPAM_TIMEOUT)."""
     auth = await authenticate_async(raw, peer_ip=peer_ip, helo=helo, mail_from=mail_from)
-    request = ScanRequest(raw=raw, direction=Direction.INBOUND, peer_ip=peer_ip, helo=helo,
+    request = ScanRequest(raw=raw, direction=direction, peer_ip=peer_ip, helo=helo,
                           mail_from=mail_from, recipients=recipients,
                           authentication_results=auth.authentication_results,
                           auth_reasons=auth.reasons)

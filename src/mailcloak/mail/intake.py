@@ -27,6 +27,7 @@ from mailcloak.mail.models import QueuedMessage
 from mailcloak.mail.policy import Action, Decision
 from mailcloak.mail.queue import enqueue, new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.sending import send_replies
 from mailcloak.mail.spam.verdict import Action as SpamAction
 from mailcloak.mail.spam.verdict import Direction
 from mailcloak.quarantine.store import log_rejection, quarantine_message, summarise
@@ -107,12 +108,36 @@ def store(message: InboundMessage) -> Outcome:
         record_dsn(message.content, decision.recipient)
         outcome.bounces += 1
     outcome.dropped += sum(1 for d in message.recipients if d.action is Action.DROP)
+    refusal = _send_replies(message, outcome)
     if refused:
         _log_rejections(message, refused)
         outcome.rejected = len(refused)
         if not (outcome.queue_ids or outcome.quarantined or outcome.bounces or outcome.dropped):
             outcome.reply = _refusal(message.analysis)
+    if refusal and not (outcome.queue_ids or outcome.quarantined or outcome.bounces
+                        or outcome.dropped or outcome.rejected):
+        outcome.reply = refusal
     return outcome
+
+
+def _send_replies(message: InboundMessage, outcome: Outcome) -> Reply | None:
+    """The owner's replies through reverse aliases (mail.sending); the refusal, if any."""
+    decisions = _unique(d for d in message.recipients if d.action is Action.REPLY)
+    if not decisions:
+        return None
+    analysis = message.analysis
+    assert analysis is not None  # replies are always scanned
+    names = [] if outcome.queue_ids else [message.queue_id]  # the client's name goes first
+
+    def next_queue_id() -> str:
+        return names.pop() if names else new_queue_id()
+
+    sent = send_replies(
+        message.content, sender=message.sender, decisions=decisions, auth=analysis.auth,
+        verdict=analysis.verdict, action_for=analysis.action_for, new_queue_id=next_queue_id)
+    outcome.queue_ids.extend(sent.queue_ids)
+    outcome.quarantined += sent.quarantined
+    return sent.refusal
 
 
 def _refusal(analysis: Analysis | None) -> Reply:

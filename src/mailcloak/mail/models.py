@@ -88,3 +88,21 @@ class Bounce(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient}: {self.reason[:60]}"
+
+
+class RefusedReply(models.Model):
+    """Mail to a reverse alias we refused because it did not come from the alias owner: a
+    forged reply is an attack on the alias, so its owner sees every attempt."""
+
+    alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="refused_replies")
+    mail_from = models.CharField(max_length=320, blank=True)
+    header_from = models.CharField(max_length=320, blank=True)
+    peer_ip = models.CharField(max_length=45, blank=True)
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.alias_id}: {self.reason}"

@@ -20,10 +20,12 @@ from mailcloak.aliases.services import is_sender_blocked
 from mailcloak.mail import replies, verp
 from mailcloak.mail.addresses import Address
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.sending import is_owner_mailbox, record_refused_reply
 
 
 class Action(enum.Enum):
     FORWARD = "forward"  # to the alias owner's mailbox
+    REPLY = "reply"  # from the alias owner, out through the alias to a contact (reverse alias)
     DROP = "drop"  # a disabled alias whose owner chose to drop mail silently
     BOUNCE = "bounce"  # a delivery report for mail we sent, at a VERP address
     REJECT = "reject"
@@ -35,6 +37,7 @@ class Decision:
     reply: Reply
     recipient: str  # normalised address
     alias_id: int | None = None
+    contact_id: int | None = None  # REPLY: the contact behind the reverse alias
 
     @property
     def accepted(self) -> bool:
@@ -55,7 +58,7 @@ def decide(sender: Address, recipient: Address, peer: str | None = None) -> Deci
              .only("id", "user_id", "enabled", "disabled_action", "domain__active")
              .filter(address=address).first())
     if alias is None:
-        return _no_alias(address, recipient.domain)
+        return _no_alias(sender, address, recipient.domain, peer)
     if not alias.domain.active:
         return _reject(replies.RELAY_DENIED, address)
     return _for_alias(alias, sender, address)
@@ -86,12 +89,28 @@ def _bounce(address: str, domain: str) -> Decision:
     return Decision(Action.BOUNCE, replies.RECIPIENT_OK, address, bounce.alias_id)
 
 
-def _no_alias(address: str, domain: str) -> Decision:
+def _no_alias(sender: Address, address: str, domain: str, peer: str | None) -> Decision:
     if not serves_domain(domain):
         return _reject(replies.RELAY_DENIED, address)
-    if Contact.objects.filter(reverse_address=address).exists():
-        return _reject(replies.REVERSE_ALIAS_NOT_ENABLED, address)
+    contact = (Contact.objects.select_related("alias", "alias__domain")
+               .filter(reverse_address=address).first())
+    if contact is not None:
+        return _reverse_alias(contact, sender, address, peer)
     return _reject(replies.UNKNOWN_RECIPIENT, address)
+
+
+def _reverse_alias(contact: Contact, sender: Address, address: str,
+                   peer: str | None) -> Decision:
+    """Accepted for now when the envelope sender is one of the owner's verified mailboxes;
+    the end of DATA checks From and authentication before anything is sent."""
+    alias = contact.alias
+    if not alias.domain.active:
+        return _reject(replies.RELAY_DENIED, address)
+    if sender.is_null or not is_owner_mailbox(alias, str(sender)):
+        record_refused_reply(alias, mail_from=str(sender), peer_ip=peer or "",
+                             reason="envelope sender is not the owner's verified mailbox")
+        return _reject(replies.FORGED_REPLY, address)
+    return Decision(Action.REPLY, replies.RECIPIENT_OK, address, alias.pk, contact.pk)
 
 
 def _reject(reply: Reply, address: str) -> Decision:

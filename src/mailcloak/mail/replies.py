@@ -62,8 +62,8 @@ NON_ASCII_ADDRESS = Reply(553, "5.6.7", "Non-ASCII addresses need the SMTPUTF8 p
 UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "No such recipient here")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 SENDER_BLOCKED = Reply(550, "5.7.1", "The recipient does not accept mail from this sender")
-REVERSE_ALIAS_NOT_ENABLED = Reply(550, "5.7.1",
-                                  "Replies through reverse aliases are not enabled yet")
+FORGED_REPLY = Reply(550, "5.7.1",
+                     "Only the alias owner's verified mailbox may send through this address")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # --- the message: DATA ----------------------------------------------------------------------
@@ -75,6 +75,9 @@ UNPARSEABLE = Reply(554, "5.6.0", "Message could not be parsed")
 SPAM_REJECTED = Reply(550, "5.7.1", "Message refused as spam")
 DMARC_REJECTED = Reply(550, "5.7.1",
                        "Message refused: it fails DMARC and the sender's domain asks to reject it")
+REPLY_NOT_AUTHENTICATED = Reply(
+    550, "5.7.1", "Message refused: From must be the alias owner's verified mailbox, and the "
+    "message must pass SPF or DKIM aligned with that mailbox's domain")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 
 # --- our side failed: the client should try again --------------------------------------------

@@ -42,7 +42,7 @@ from mailcloak.mail.committer import GroupCommitter
 from mailcloak.mail.forward import UnparseableMessage, check_forwardable
 from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
-from mailcloak.mail.spam.verdict import EngineUnavailable
+from mailcloak.mail.spam.verdict import Direction, EngineUnavailable
 from mailcloak.mail.worker import wake as wake_workers
 from mailcloak.settings import Config
 
@@ -418,14 +418,19 @@ class Handler:
 
     async def _analyse(self, session: Session, envelope: MailcloakEnvelope
                        ) -> Analysis | None:
-        """Authenticate and score the message, when any copy of it would be forwarded."""
-        if not any(d.action is policy.Action.FORWARD for d in envelope.decisions):
+        """Authenticate and score the message, when any copy of it would be forwarded or
+        sent from an alias (an owner's reply is scanned as outbound mail)."""
+        actions = {d.action for d in envelope.decisions}
+        if not actions & {policy.Action.FORWARD, policy.Action.REPLY}:
             return None
         assert isinstance(envelope.content, bytes)
         check_forwardable(envelope.content, str(envelope.sender))
+        direction = (Direction.INBOUND if policy.Action.FORWARD in actions
+                     else Direction.OUTBOUND)
         return await analyse(envelope.content, peer_ip=peer_ip(session),
                              helo=session.host_name or "", mail_from=str(envelope.sender),
-                             recipients=tuple(d.recipient for d in envelope.decisions))
+                             recipients=tuple(d.recipient for d in envelope.decisions),
+                             direction=direction)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("session error: %s", intake.describe(error))

@@ -1,0 +1,120 @@
+"""Body scrubbing: the owner's real address and mailbox display name out of a message body.
+
+Mail clients quote the message being answered ("On Fri, Jane <owner@mailbox.example> wrote:"),
+and signatures repeat the name and address. Every text part (plain and HTML, in any transfer
+encoding and charset) is decoded, the owner's addresses and names are replaced by the alias's,
+and only the parts that changed are encoded again, with their own charset and transfer
+encoding. Everything else stays byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import html
+import quopri
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from mailcloak.mail.headers import HeaderField, join_message
+
+MIN_NAME_LENGTH = 3  # shorter "names" would replace ordinary words
+
+
+@dataclass(frozen=True)
+class Identity:
+    addresses: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple({a.rpartition("@")[2].lower() for a in self.addresses if "@" in a})
+
+
+def scrub_body(fields: list[HeaderField], body: bytes, owner: Identity,
+               replacement: Identity) -> bytes:
+    """`body` (the part after the header `fields`) with `owner` replaced by `replacement`."""
+    pattern = _pattern(owner)
+    if pattern is None:
+        return body
+    eol = b"\r\n" if b"\r\n" in body[:2000] or not body else b"\n"
+    substitute = _substitute(owner, replacement)
+    mime_fields = [f for f in fields if f.key.startswith("content-") or f.key == "mime-version"]
+    raw = join_message(mime_fields, body, eol)
+    policy = email.policy.compat32.clone(linesep=eol.decode())
+    message = email.message_from_bytes(raw, policy=policy)
+    changed = False
+    for part in message.walk():
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            changed |= _scrub_part(part, pattern, substitute)
+    if not changed:
+        return body
+    text = message.as_bytes(policy=policy)
+    return text.split(eol + eol, 1)[1] if eol + eol in text else text
+
+
+def _pattern(owner: Identity) -> re.Pattern[str] | None:
+    words = {a for a in owner.addresses if a}
+    words |= {n for n in owner.names if len(n.strip()) >= MIN_NAME_LENGTH}
+    variants = words | {html.escape(w) for w in words} | {
+        w.encode("ascii", "xmlcharrefreplace").decode() for w in words}
+    if not variants:
+        return None
+    alternatives = sorted((re.escape(v) for v in variants), key=len, reverse=True)
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _substitute(owner: Identity, replacement: Identity) -> dict[str, str]:
+    address = replacement.addresses[0] if replacement.addresses else ""
+    name = replacement.names[0] if replacement.names else address
+    table: dict[str, str] = {}
+    for word in owner.addresses:
+        for form in _forms(word):
+            table[form.lower()] = address
+    for word in owner.names:
+        for form in _forms(word):
+            table[form.lower()] = name
+    return table
+
+
+def _forms(word: str) -> set[str]:
+    return {word, html.escape(word), word.encode("ascii", "xmlcharrefreplace").decode()}
+
+
+def _scrub_part(part: Message, pattern: re.Pattern[str], table: dict[str, str]) -> bool:
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return False
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        text = data.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        charset, text = "utf-8", data.decode("utf-8", "replace")
+    scrubbed = pattern.sub(lambda m: table.get(m.group(0).lower(), ""), text)
+    if scrubbed == text:
+        return False
+    _set_text(part, scrubbed, charset)
+    return True
+
+
+def _set_text(part: Message, text: str, charset: str) -> None:
+    """Encode `text` again the way the part was encoded (charset widened to UTF-8 only when
+    the replacement does not fit the original one)."""
+    try:
+        data = text.encode(charset)
+    except (UnicodeEncodeError, LookupError):
+        data = text.encode("utf-8")
+        part.set_param("charset", "utf-8")
+    encoding = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if encoding == "base64":
+        payload = base64.encodebytes(data).decode("ascii")
+    elif encoding == "quoted-printable":
+        payload = quopri.encodestring(data).decode("ascii")
+    else:
+        if not data.isascii() and encoding == "7bit":
+            del part["Content-Transfer-Encoding"]
+            part["Content-Transfer-Encoding"] = "8bit"
+        payload = data.decode("ascii", "surrogateescape")
+    part.set_payload(payload)
