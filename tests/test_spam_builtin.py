@@ -256,3 +256,29 @@ def test_spam_check_of_ordinary_mail_with_a_sensitivity(
 def test_spam_check_of_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["spam", "check", "/nonexistent/message.eml"]) == 1
     assert "cannot read /nonexistent/message.eml" in capsys.readouterr().err
+
+
+def test_learn_sync_counts_in_the_database(db: None, small_model: TokenCounts) -> None:
+    engine = BuiltinEngine(small_model, store=DatabaseStore())
+    engine.learn_sync(LESSON, is_spam=False)
+    engine.learn_sync(LESSON, is_spam=False)
+    assert list(LearnedMessage.objects.values_list("is_spam", flat=True)) == [False]
+    assert LearnedToken.objects.filter(ham=1).exists()
+
+
+class BrokenStore(MemoryStore):
+    def lookup(self, token_ids: object) -> object:  # type: ignore[override]
+        from django.db import OperationalError
+
+        raise OperationalError("database is locked")
+
+
+def test_a_scan_that_cannot_read_learned_counts_is_a_temporary_failure(
+        small_model: TokenCounts) -> None:
+    from mailcloak.mail.spam.verdict import EngineUnavailable
+
+    engine = BuiltinEngine(small_model, store=BrokenStore())
+    with pytest.raises(EngineUnavailable, match="database is unavailable"):
+        scan(engine, LESSON)
+    gtube = BuiltinEngine(small_model, store=BrokenStore())  # test patterns need no counts
+    assert gtube.scan_sync(ScanRequest(raw_message(GTUBE)), NORMAL).action is Action.REJECT

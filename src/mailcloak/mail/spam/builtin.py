@@ -9,9 +9,11 @@ node) and counted on top of the shipped model at every scan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -32,6 +34,8 @@ from mailcloak.mail.spam.verdict import (
 
 if TYPE_CHECKING:
     from mailcloak.settings import Config
+
+log = logging.getLogger(__name__)
 
 ENGINE_NAME = "builtin"
 MODEL_RESOURCE = "spam-model.bin"
@@ -122,20 +126,22 @@ class BuiltinEngine:
         forced = self._test_pattern_verdict(request.raw, thresholds)
         if forced is not None:
             return forced
-        analysis = await asyncio.to_thread(self.analyse, request)
-        if isinstance(self.store, MemoryStore):
-            learned = self._lookup(analysis.token_ids)
-        else:
-            learned = await _in_database_thread(self._lookup, analysis.token_ids)
-        return self.decide(request, analysis, thresholds, learned)
+        with _unavailable_on_failure():
+            analysis = await asyncio.to_thread(self.analyse, request)
+            if isinstance(self.store, MemoryStore):
+                learned = self._lookup(analysis.token_ids)
+            else:
+                learned = await _in_database_thread(self._lookup, analysis.token_ids)
+            return self.decide(request, analysis, thresholds, learned)
 
     def scan_sync(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
         """The same verdict as `scan`, for callers outside an event loop (eval, CLI)."""
         forced = self._test_pattern_verdict(request.raw, thresholds)
         if forced is not None:
             return forced
-        analysis = self.analyse(request)
-        return self.decide(request, analysis, thresholds, self._lookup(analysis.token_ids))
+        with _unavailable_on_failure():
+            analysis = self.analyse(request)
+            return self.decide(request, analysis, thresholds, self._lookup(analysis.token_ids))
 
     def analyse(self, request: ScanRequest) -> Analysis:
         view = parse(request.raw, scan_limit=self.scan_limit)
@@ -143,6 +149,9 @@ class BuiltinEngine:
 
     def decide(self, request: ScanRequest, analysis: Analysis, thresholds: Thresholds,
                learned: LearnedCounts | None = None) -> Verdict:
+        forced = self._decoded_test_pattern(analysis.view, thresholds)
+        if forced is not None:
+            return forced
         counts, totals = learned or ({}, (0, 0))
         model = self.model
         result = classifier.score(analysis.token_ids, model, counts, totals)
@@ -153,9 +162,6 @@ class BuiltinEngine:
         text_reason = classifier_reason(result.probability,
                                         calibration.text_points(result.probability))
         reasons = [*request.auth_reasons, *rule_reasons, text_reason]
-        forced = self._decoded_test_pattern(analysis.view, thresholds)
-        if forced is not None:
-            return forced
         total = round(sum(reason.score for reason in reasons), 2)
         return Verdict(total, thresholds.action_for(total), tuple(reasons), self.name)
 
@@ -190,6 +196,8 @@ class BuiltinEngine:
             await _in_database_thread(learn, ids)
 
     def learn_sync(self, raw: bytes, *, is_spam: bool) -> None:
+        """`learn` for callers that are already in a thread that may use the database (the
+        quarantine's actions)."""
         self.store.learn(self.message_token_ids(raw), is_spam=is_spam, digest=message_digest(raw))
 
     def message_token_ids(self, raw: bytes) -> list[int]:
@@ -219,6 +227,24 @@ def _band(probability: float) -> str:
 
 def message_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    """A scan that cannot finish is a temporary failure (451 4.7.1, the sender retries):
+    never a verdict made without the learned counts, never an unscanned delivery."""
+    from django.db import DatabaseError
+
+    try:
+        yield
+    except EngineUnavailable:
+        raise
+    except DatabaseError as exc:
+        log.warning("spam scan: the learned counts cannot be read: %s", type(exc).__name__)
+        raise EngineUnavailable("the spam filter's database is unavailable") from None
+    except Exception:
+        log.exception("spam scan failed")  # the traceback names our code, never the content
+        raise EngineUnavailable("the spam filter failed on this message") from None
 
 
 async def _in_database_thread(function: Callable[..., T], *args: object) -> T:
@@ -252,6 +278,3 @@ def load_model(path: Path) -> TokenCounts:
     """A model file, loaded once per process."""
     return classifier.load(path)
 
-
-def default_model_path() -> Path:
-    return Path(str(resources.files("mailcloak.mail.spam.model").joinpath(MODEL_RESOURCE)))
