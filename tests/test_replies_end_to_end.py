@@ -13,6 +13,7 @@ import email
 import email.policy
 import smtplib
 from collections.abc import Iterator
+from pathlib import Path
 
 import dkim
 import pytest
@@ -171,3 +172,21 @@ def test_reply_from_an_unverified_mailbox_of_the_owner_is_refused(world, alias: 
     with pytest.raises(smtplib.SMTPRecipientsRefused):
         reply(running, contact.reverse_address, mail_from="new@mailbox.test")
     assert RefusedReply.objects.filter(alias=alias).count() == 1
+
+
+CLIENT_SHAPES = Path(__file__).parent / "data" / "replies"
+FIXED_REVERSE = "r.k3v9x2q7m1p0a8zt@alias.test"  # the reverse alias the fixtures answer
+
+
+@pytest.mark.parametrize("shape", sorted(p.name for p in CLIENT_SHAPES.glob("*.eml")))
+def test_client_shaped_replies_arrive_without_the_owner(world, alias: Alias, shape: str) -> None:
+    running, sink, _dns = world
+    Contact.objects.create(alias=alias, email="jane@example.org", display_name="Jane Doe",
+                           reverse_address=FIXED_REVERSE)
+    reply(running, FIXED_REVERSE, data=(CLIENT_SHAPES / shape).read_bytes())
+    assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=15), "reply not delivered"
+    delivered = sink.messages[0]
+    assert delivered.rcpt_tos == ["jane@example.org"]
+    for trace in (b"owner@mailbox.test", b"mailbox.test", b"ownerby", b"198.51.100.77"):
+        assert trace not in delivered.content.lower(), trace
+    assert dkim.DKIM(delivered.content).verify(dnsfunc=mail_dns.dkim_dnsfunc)

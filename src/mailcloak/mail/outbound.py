@@ -99,9 +99,8 @@ def _mailbox_of(contact: Contact) -> str:
 
 def _without_owner_ids(field: HeaderField, owner: Identity, eol: bytes) -> HeaderField | None:
     """In-Reply-To/References minus ids made by the owner's provider (they name it)."""
-    domains = owner.domains
     ids = _MESSAGE_ID.findall(field.value)
-    kept = [i for i in ids if not i[1:-1].rpartition("@")[2].lower().endswith(domains)]
+    kept = [i for i in ids if not owner.names_domain(i[1:-1].rpartition("@")[2])]
     if len(kept) == len(ids):
         return field
     return HeaderField.build(field.name, " ".join(kept), eol) if kept else None

@@ -17,6 +17,7 @@ import quopri
 import re
 from dataclasses import dataclass
 from email.message import Message
+from html.entities import codepoint2name
 
 from mailcloak.mail.headers import HeaderField, join_message
 
@@ -31,6 +32,11 @@ class Identity:
     @property
     def domains(self) -> tuple[str, ...]:
         return tuple({a.rpartition("@")[2].lower() for a in self.addresses if "@" in a})
+
+    def names_domain(self, host: str) -> bool:
+        """Whether `host` is one of these addresses' domains or a name under one."""
+        host = host.lower().rstrip(".")
+        return any(host == domain or host.endswith("." + domain) for domain in self.domains)
 
 
 def scrub_body(fields: list[HeaderField], body: bytes, owner: Identity,
@@ -56,31 +62,48 @@ def scrub_body(fields: list[HeaderField], body: bytes, owner: Identity,
 
 
 def _pattern(owner: Identity) -> re.Pattern[str] | None:
-    words = {a for a in owner.addresses if a}
-    words |= {n for n in owner.names if len(n.strip()) >= MIN_NAME_LENGTH}
-    variants = words | {html.escape(w) for w in words} | {
-        w.encode("ascii", "xmlcharrefreplace").decode() for w in words}
-    if not variants:
+    table = _substitute(owner, owner)
+    if not table:
         return None
-    alternatives = sorted((re.escape(v) for v in variants), key=len, reverse=True)
+    alternatives = sorted((re.escape(form) for form in table), key=len, reverse=True)
     return re.compile("|".join(alternatives), re.IGNORECASE)
 
 
 def _substitute(owner: Identity, replacement: Identity) -> dict[str, str]:
+    """Every spelling of the owner's addresses and names (lower case) -> what replaces it."""
     address = replacement.addresses[0] if replacement.addresses else ""
     name = replacement.names[0] if replacement.names else address
     table: dict[str, str] = {}
-    for word in owner.addresses:
-        for form in _forms(word):
-            table[form.lower()] = address
+    for word in filter(None, owner.addresses):
+        table.update(dict.fromkeys(_forms(word), address))
     for word in owner.names:
-        for form in _forms(word):
-            table[form.lower()] = name
+        if len(word.strip()) >= MIN_NAME_LENGTH:
+            for spelling in _name_orders(word.strip()):
+                table.update(dict.fromkeys(_forms(spelling), name))
     return table
 
 
+def _name_orders(name: str) -> set[str]:
+    """"Zoë Ownerby" and "Ownerby, Zoë": address books and Outlook write either."""
+    if "," in name:
+        last, _, first = name.partition(",")
+        return {name, f"{first.strip()} {last.strip()}"}
+    first, _, last = name.rpartition(" ")
+    return {name, f"{last}, {first}"} if first else {name}
+
+
 def _forms(word: str) -> set[str]:
-    return {word, html.escape(word), word.encode("ascii", "xmlcharrefreplace").decode()}
+    """`word` as text and as HTML may spell it (escaped, character references, &#64;)."""
+    escaped = html.escape(word, quote=False)
+    forms = {word, escaped, escaped.encode("ascii", "xmlcharrefreplace").decode(),
+             _named_entities(escaped)}
+    forms |= {form.replace("@", "&#64;") for form in forms}
+    return {form.lower() for form in forms}
+
+
+def _named_entities(text: str) -> str:
+    return "".join(f"&{codepoint2name[ord(c)]};" if ord(c) > 127 and ord(c) in codepoint2name
+                   else c for c in text)
 
 
 def _scrub_part(part: Message, pattern: re.Pattern[str], table: dict[str, str]) -> bool:
@@ -92,7 +115,13 @@ def _scrub_part(part: Message, pattern: re.Pattern[str], table: dict[str, str]) 
         text = data.decode(charset)
     except (LookupError, UnicodeDecodeError):
         charset, text = "utf-8", data.decode("utf-8", "replace")
-    scrubbed = pattern.sub(lambda m: table.get(m.group(0).lower(), ""), text)
+    is_html = part.get_content_subtype() == "html"
+
+    def replace(match: re.Match[str]) -> str:
+        value = table.get(match.group(0).lower(), "")
+        return html.escape(value, quote=False) if is_html else value
+
+    scrubbed = pattern.sub(replace, text)
     if scrubbed == text:
         return False
     _set_text(part, scrubbed, charset)
