@@ -63,7 +63,7 @@ REPLY = (
 @pytest.fixture
 def world(user: User) -> Iterator[tuple[Mailcloak, SmtpSink, DnsServer]]:
     with SmtpSink("127.0.0.3") as sink, DnsServer() as dns_server:
-        for domain in ("mailbox.test", "example.org", "other-mailbox.test"):
+        for domain in ("mailbox.test", "example.org", "example.net", "other-mailbox.test"):
             dns_server.add(domain, "MX", f"10 mx.{domain}.")
             dns_server.add(f"mx.{domain}", "A", "127.0.0.3")
         dns_server.add("mailbox.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
@@ -190,3 +190,22 @@ def test_client_shaped_replies_arrive_without_the_owner(world, alias: Alias, sha
     for trace in (b"owner@mailbox.test", b"mailbox.test", b"ownerby", b"198.51.100.77"):
         assert trace not in delivered.content.lower(), trace
     assert dkim.DKIM(delivered.content).verify(dnsfunc=mail_dns.dkim_dnsfunc)
+
+
+def test_reply_all_reaches_every_participant_through_the_alias(world, alias: Alias) -> None:
+    running, sink, _dns = world
+    forward_first(running, sink, alias)
+    forwarded = email.message_from_bytes(sink.messages[0].content, policy=email.policy.default)
+    jane, friend = forwarded["From"].addresses[0], forwarded["Cc"].addresses[0]
+    data = REPLY.replace(b"To: {to}\r\n", f"To: {jane}\r\nCc: {friend}\r\n".encode())
+    with smtplib.SMTP("127.0.0.1", running.server.port, timeout=10) as client:
+        client.sendmail("owner@mailbox.test", [jane.addr_spec, friend.addr_spec], data)
+
+    assert sink.wait_for(lambda s: len(s.messages) >= 2 and sum(
+        len(m.rcpt_tos) for m in s.messages[1:]) == 2, timeout=15), "reply-all not delivered"
+    assert sorted(r for m in sink.messages[1:] for r in m.rcpt_tos) == [
+        "friend@example.net", "jane@example.org"]
+    message = email.message_from_bytes(sink.messages[1].content, policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "jane@example.org"
+    assert message["Cc"].addresses[0].addr_spec == "friend@example.net"
+    assert b"mailbox.test" not in sink.messages[1].content

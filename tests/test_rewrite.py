@@ -47,7 +47,7 @@ def test_from_shows_the_sender_through_a_reverse_address() -> None:
 
 def test_from_keeps_its_place_and_unrelated_fields_stay_byte_for_byte() -> None:
     header = ("Received: from x\n\tby y; Tue, 3 Mar 2026 09:14:02 +0000\n"
-              "Subject:   spaced  \nFrom: a@example.com\nTo: \"Me\" <me@x>,\n  other@y\n"
+              "Subject:   spaced  \nFrom: a@example.com\nKeywords: \"Me\" <me@x>,\n  other\n"
               "X-Weird: \xe9t\xe9\n")
     lines = rewrite(header).splitlines(keepends=True)
     assert lines[3].startswith("From: ")
@@ -167,7 +167,6 @@ def test_transport_signatures_and_spoofable_fields_are_removed(field: str) -> No
     "Authentication-Results: mail.alias.test.evil.example; dkim=pass",
     "X-Original-To: shop.k3v9x2q7@alias.test",
     "Message-ID: <a@example.com>",
-    "Cc: Real Person <real@example.org>",
 ])
 def test_other_fields_are_kept(field: str) -> None:
     assert rewrite(f"From: a@example.com\n{field}\n").splitlines()[1:] == field.splitlines()
@@ -188,14 +187,27 @@ def test_field_value_is_read_from_raw_bytes() -> None:
     assert HeaderField("X", b"X:  a\r\n\tb  \r\n").value == "a\tb"
 
 
+def test_participants_but_the_alias_become_reverse_addresses() -> None:
+    result = rewrite(f"From: a@example.com\nTo: Shop <{ALIAS}>, Real Person <real@example.org>\n"
+                     "Cc: undisclosed-recipients:;\nBcc: b@example.org\n")
+    assert result.splitlines()[1:] == [
+        f"To: Shop <{ALIAS}>,",
+        ' "Real Person (real@example.org) via Mailcloak" <r.2@alias.test>',
+        "Cc: undisclosed-recipients:;",
+        'Bcc: "b@example.org via Mailcloak" <r.3@alias.test>']
+
+
 def test_repeated_single_fields_keep_the_first_and_address_lists_are_joined() -> None:
     result = rewrite("From: a@example.com\nSubject: first\nTo: x@example.org\n"
                      "Date:\nDate: Tue, 3 Mar 2026 10:13:57 +0100\nSubject: second\n"
                      "Message-ID: <1@x>\nMessage-ID: <2@x>\nTo: Y <y@example.org>\n"
                      "Cc: only@example.org\n")
     assert result.splitlines()[1:] == [
-        "Subject: first", "To: x@example.org, Y <y@example.org>",
-        "Date: Tue, 3 Mar 2026 10:13:57 +0100", "Message-ID: <1@x>", "Cc: only@example.org"]
+        "Subject: first",
+        'To: "x@example.org via Mailcloak" <r.2@alias.test>,',
+        ' "Y (y@example.org) via Mailcloak" <r.3@alias.test>',
+        "Date: Tue, 3 Mar 2026 10:13:57 +0100", "Message-ID: <1@x>",
+        'Cc: "only@example.org via Mailcloak" <r.4@alias.test>']
 
 
 def test_extra_mailto_recipients_are_dropped_even_when_percent_encoded() -> None:

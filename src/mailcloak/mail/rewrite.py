@@ -1,10 +1,11 @@
 """What forwarding changes in a message's header, field by field.
 
-Every address the owner's mail client could answer to (From, Reply-To, list mailto: links,
-read-receipt requests) becomes a reverse address on the alias domain, so an answer goes back
-out through the alias and the owner's real address never leaks. Fields that describe the
-original transport or could pass for ours are removed. Everything else stays byte for byte:
-threading (Message-ID, In-Reply-To, References), Date, Subject, To and Cc, MIME fields.
+Every address the owner's mail client could answer to (From, Reply-To, To/Cc participants
+other than the alias, list mailto: links, read-receipt requests) becomes a reverse address on
+the alias domain, so an answer (reply-all too) goes back out through the alias and the owner's
+real address never leaks. Fields that describe the original transport or could pass for ours
+are removed. Everything else stays byte for byte: threading (Message-ID, In-Reply-To,
+References), Date, Subject, MIME fields.
 """
 
 from __future__ import annotations
@@ -119,10 +120,8 @@ class Rewriter:
         if key == "from":
             yield self._from_field(same[0].name)
             return
-        if key in ADDRESS_LISTS:  # kept as they are, only repeats joined: nobody answers here
-            values = [field.value for field in same if field.value]
-            yield same[0] if len(same) == 1 else HeaderField.build(
-                same[0].name, ", ".join(values), self.eol)
+        if key in ADDRESS_LISTS:
+            yield from self._participants_field(same)
             return
         mailboxes: dict[str, Mailbox] = {}
         for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
@@ -130,6 +129,28 @@ class Rewriter:
         if mailboxes:  # an empty or unreadable reply field is dropped
             value = ", ".join(self._reverse_mailbox(mb) for mb in mailboxes.values())
             yield HeaderField.build(same[0].name, value, self.eol)
+
+    def _participants_field(self, same: list[HeaderField]) -> Iterator[HeaderField]:
+        """To/Cc/Bcc: every participant but the alias becomes a reverse address named like
+        From, so that reply-all from the owner's client goes out through the alias too.
+        A list that names nobody ("undisclosed-recipients:;") stays as it is."""
+        mailboxes: dict[str, Mailbox] = {}
+        for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
+            mailboxes.setdefault(mailbox.address.lower(), mailbox)
+        if not mailboxes:
+            values = [field.value for field in same if field.value]
+            yield same[0] if len(same) == 1 else HeaderField.build(
+                same[0].name, ", ".join(values), self.eol)
+            return
+        value = ", ".join(self._participant(mb) for mb in mailboxes.values())
+        yield HeaderField.build(same[0].name, value, self.eol)
+
+    def _participant(self, mailbox: Mailbox) -> str:
+        if mailbox.address.lower() == self.alias_address.lower():
+            return format_mailbox(mailbox.name[:NAME_LIMIT], mailbox.address)
+        named = Mailbox(mailbox.name[:NAME_LIMIT], mailbox.address)
+        display = sender_display_name(named, self.name_format)
+        return format_mailbox(display, self.reverse(mailbox.address, named.name))
 
     def _from_field(self, name: str) -> HeaderField:
         display = sender_display_name(self.sender, self.name_format)
