@@ -140,6 +140,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args()
 
+    from tests.support.dns_server import DnsServer
+
+    # A caching resolver next door answers every lookup (SPF, DKIM, DMARC) at once: NXDOMAIN.
+    dns_server = DnsServer().start()
     data_dir = Path(tempfile.mkdtemp(prefix="mailcloak-bench-"))
     sink_port = free_port("127.0.0.3")
     smtp_port = free_port("127.0.0.1")
@@ -147,7 +151,8 @@ def main() -> int:
     env = dict(os.environ, MAILCLOAK_DATA_DIR=str(data_dir), MAILCLOAK_DOMAINS="alias.bench",
                MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{smtp_port}",
                MAILCLOAK_TRANSPORTS=f"{MAILBOX_DOMAIN}=[127.0.0.3]:{sink_port}",
-               MAILCLOAK_SMTP_PROCESSES=str(args.smtp_processes), MAILCLOAK_LOG_LEVEL="warning")
+               MAILCLOAK_SMTP_PROCESSES=str(args.smtp_processes), MAILCLOAK_LOG_LEVEL="warning",
+               MAILCLOAK_DNS_SERVERS=dns_server.nameserver)
     if args.database_url:
         env["MAILCLOAK_DATABASE_URL"] = args.database_url
     procs: list[subprocess.Popen[bytes]] = []
@@ -235,5 +240,5 @@ def wait_for_arrivals(results: Path, expected: set[int], deadline: float) -> dic
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())
