@@ -7,7 +7,9 @@ PIP    := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 .PHONY: run test test-sqlite test-postgres lint typecheck install install-test lock clean model
 
 $(VENV)/.installed-run: pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "Cannot create a virtualenv: install Python's venv module first" \
+	       "(Debian/Ubuntu: apt-get install python3-venv)." >&2; exit 1; }
 	$(PIP) -e .
 	touch $@
 
