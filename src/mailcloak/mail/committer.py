@@ -23,6 +23,8 @@ log = logging.getLogger("mailcloak.smtpd")
 T = TypeVar("T")
 
 MAX_BATCH = 64
+TRANSIENT_ATTEMPTS = 3
+TRANSIENT_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
 @dataclass
@@ -76,22 +78,36 @@ class GroupCommitter:
             batch.append(work)
         return batch
 
+    def _run_one(self, work: _Work[Any]) -> tuple[bool, Any]:
+        """One message in its own savepoint: a failure undoes this one only."""
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    return True, work.func(*work.args)
+            except Exception as exc:
+                if attempt == TRANSIENT_ATTEMPTS or not _is_transient(exc):
+                    return False, exc
+                log.info("storing a message met a %s; trying again", type(exc.__cause__).__name__)
+        raise AssertionError("unreachable")
+
     def _commit(self, batch: list[_Work[Any]]) -> None:
         results: list[tuple[bool, Any]] = []
         close_old_connections()  # a connection that broke or outlived CONN_MAX_AGE
         try:
             with transaction.atomic():
                 for work in batch:
-                    try:
-                        with transaction.atomic():  # a savepoint: a failure undoes this one only
-                            results.append((True, work.func(*work.args)))
-                    except Exception as exc:
-                        results.append((False, exc))
+                    results.append(self._run_one(work))
         except Exception as exc:  # the commit failed: nothing of the batch is stored
             results = [(False, exc)] * len(batch)
         self.batches += 1
         for work, (ok, value) in zip(batch, results, strict=True):
             work.loop.call_soon_threadsafe(_settle, work.future, ok, value)
+
+
+def _is_transient(exc: Exception) -> bool:
+    """A deadlock or serialization failure: another writer got in the way; trying again is
+    safe and usually succeeds (PostgreSQL, with several SMTP processes or nodes)."""
+    return getattr(exc.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
