@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import ApiToken, User
 from mailcloak.aliases.models import Alias
 from mailcloak.aliases.services import create_alias
@@ -34,6 +35,13 @@ EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True,
 # Loaded at collection: serving the schema needs no database. (`schemathesis.pytest.from_fixture`
 # would load it per test, but it does not work with pytest 9 yet.)
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_application())
+
+
+@pytest.fixture(autouse=True)
+def _no_alias_creation_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fuzzer creates far more aliases than anyone would in an hour.
+    monkeypatch.setenv("MAILCLOAK_ALIAS_CREATIONS_PER_USER", "")
+    mailcloak_settings.reset()
 
 
 @pytest.fixture(autouse=True)

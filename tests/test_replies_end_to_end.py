@@ -19,6 +19,7 @@ import dkim
 import pytest
 from django.utils import timezone
 
+from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox, User
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.mail import dns as mail_dns
@@ -209,3 +210,21 @@ def test_reply_all_reaches_every_participant_through_the_alias(world, alias: Ali
     assert message["To"].addresses[0].addr_spec == "jane@example.org"
     assert message["Cc"].addresses[0].addr_spec == "friend@example.net"
     assert b"mailbox.test" not in sink.messages[1].content
+
+
+def test_a_reply_over_the_sending_limit_waits_and_the_owner_sees_why(
+        world, alias: Alias, monkeypatch: pytest.MonkeyPatch) -> None:
+    running, sink, _dns = world
+    monkeypatch.setenv("MAILCLOAK_SEND_MESSAGES_PER_ALIAS", "1/h")
+    monkeypatch.setenv("MAILCLOAK_NEW_ACCOUNT_DAYS", "0")
+    mailcloak_settings.reset()
+    contact = forward_first(running, sink, alias)
+    reply(running, contact.reverse_address)
+    with pytest.raises(smtplib.SMTPDataError) as limited:
+        reply(running, contact.reverse_address)
+    assert limited.value.smtp_code == 452
+    assert limited.value.smtp_error == (
+        b"4.7.1 Sending limit reached (1 messages per hour for this alias); try again later")
+    refusal = RefusedReply.objects.get(alias=alias)
+    assert refusal.kind == RefusedReply.Kind.RATE_LIMITED
+    assert QueuedMessage.objects.filter(kind=QueuedMessage.Kind.REPLY).count() == 1

@@ -17,7 +17,9 @@ from mailcloak.aliases.models import Alias, Contact
 from mailcloak.aliases.services import block_sender, delete_alias
 from mailcloak.mail.models import Bounce, RefusedReply
 from mailcloak.mail.queue import enqueue
+from mailcloak.mail.ratelimit import Charge, charge
 from mailcloak.outbox.models import LocalOutboxMessage
+from mailcloak.settings import Rate
 
 SECRET_BODY = "the secret body text"
 
@@ -44,6 +46,7 @@ def every_model_filled(user: User, alias: Alias) -> None:
                           reason="550 no such user")
     RefusedReply.objects.create(alias=alias, mail_from="intruder@example.org",
                                 reason="envelope sender is not the owner's verified mailbox")
+    charge([Charge("user-messages", str(user.pk), 1, (Rate(10, 3600),))])
     ApiToken.issue(user, "laptop")
     delete_alias(alias.__class__.objects.create(
         address="old@alias.test", domain=alias.domain, user=user, mailbox=alias.mailbox))

@@ -205,6 +205,32 @@ def parse_name_format(raw: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Rate:
+    """At most `count` per `seconds` (a fixed window)."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "m", 3600: "h", 86400: "d"}.get(self.seconds)
+        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.seconds}s"
+
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rates(raw: str) -> tuple[Rate, ...]:
+    """Comma-separated limits such as `100/h,500/d` (units s, m, h, d); empty for none."""
+    rates = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        count, _, unit = item.partition("/")
+        if unit.strip().lower() not in _RATE_UNITS or not count.strip().isdigit():
+            raise ValueError(f"{item!r} is not a limit like 100/h (units s, m, h, d)")
+        rates.append(Rate(int(count), _RATE_UNITS[unit.strip().lower()]))
+    return tuple(rates)
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -329,6 +355,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_OLD_KEYS", "", parse_key_list,
             "Earlier quarantine keys, comma-separated, still used to read mail stored before "
             "a key rotation (see docs/quarantine.md)."),
+    Setting("SEND_MESSAGES_PER_USER", "100/h,500/d", parse_rates,
+            "Messages a user may send from all their aliases (replies and new conversations), "
+            "e.g. `100/h,500/d`; over it the sender gets 452 4.7.1. Counted in the database, "
+            "so the limit holds across every node."),
+    Setting("SEND_RECIPIENTS_PER_USER", "200/h,1000/d", parse_rates,
+            "Recipients a user may send to from all their aliases, per hour and per day."),
+    Setting("SEND_MESSAGES_PER_ALIAS", "50/h,200/d", parse_rates,
+            "Messages one alias may send."),
+    Setting("SEND_RECIPIENTS_PER_ALIAS", "100/h,400/d", parse_rates,
+            "Recipients one alias may send to."),
+    Setting("ALIAS_CREATIONS_PER_USER", "50/h,300/d", parse_rates,
+            "Aliases a user may create (web, API and command line together)."),
+    Setting("NEW_ACCOUNT_DAYS", "7", parse_int,
+            "Accounts younger than this many days get the reduced limits below."),
+    Setting("NEW_ACCOUNT_LIMIT_PERCENT", "20", parse_positive_int,
+            "Percentage of every sending limit that new accounts get (at least 1)."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
             "Log verbosity."),
 )

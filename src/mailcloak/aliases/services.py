@@ -12,6 +12,7 @@ from django.db.models import Q
 from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox, User, normalize_address
 from mailcloak.aliases.models import Alias, BlockedSender, DeletedAlias, Domain
+from mailcloak.mail.ratelimit import Charge, RateLimited, charge
 
 ALPHABET = string.ascii_lowercase + string.digits
 RANDOM_LENGTH = 16  # 36**16 ~ 2**82: unguessable
@@ -43,6 +44,17 @@ def default_mailbox(user: User) -> Mailbox | None:
     return user.mailboxes.filter(verified_at__isnull=False).order_by("created_at").first()
 
 
+def _charge_creation(user: User) -> None:
+    """MAILCLOAK_ALIAS_CREATIONS_PER_USER, counted across every node (mail.ratelimit)."""
+    rates = mailcloak_settings.get().alias_creations_per_user
+    try:
+        charge([Charge("alias-creations", str(user.pk), 1, rates)])
+    except RateLimited as limited:
+        per = "hour" if limited.rate.seconds == 3600 else "day"
+        raise AliasError(f"you can create at most {limited.rate.count} aliases per {per}; "
+                         "try again later") from None
+
+
 def create_alias(user: User, *, domain: str | None = None, prefix: str | None = None,
                  mailbox: Mailbox | None = None, title: str = "", notes: str = "") -> Alias:
     """A new alias with a random local part (or `prefix` + "." + random suffix)."""
@@ -61,6 +73,7 @@ def create_alias(user: User, *, domain: str | None = None, prefix: str | None = 
         if not PREFIX_PATTERN.match(prefix):
             raise AliasError("a prefix is 1-40 characters of a-z, 0-9, '.', '_' or '-', "
                              "starting and ending with a letter or digit")
+    _charge_creation(user)
     for _ in range(10):
         local = f"{prefix}.{random_token(SUFFIX_LENGTH)}" if prefix else random_token(RANDOM_LENGTH)
         address = f"{local}@{domain_name}"

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage, RefusedReply
+from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage, RateCounter, RefusedReply
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -60,6 +60,18 @@ class BounceAdmin(ReadOnlyAdmin):
 class RefusedReplyAdmin(ReadOnlyAdmin):
     """Forged or unauthenticated replies through reverse aliases: attacks on an alias."""
 
-    list_display = ("alias", "mail_from", "header_from", "peer_ip", "reason", "created_at")
+    list_display = ("alias", "kind", "mail_from", "header_from", "peer_ip", "reason",
+                    "created_at")
+    list_filter = ("kind",)
     search_fields = ("alias__address", "mail_from", "header_from", "peer_ip")
     list_select_related = ("alias",)
+
+
+@admin.register(RateCounter)
+class RateCounterAdmin(ReadOnlyAdmin):
+    """Sending and alias creation limits in use (scope "user-..." keys are user ids, "alias-..."
+    keys alias ids)."""
+
+    list_display = ("scope", "key", "window_start", "count")
+    list_filter = ("scope",)
+    search_fields = ("scope", "key")

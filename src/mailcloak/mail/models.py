@@ -91,10 +91,17 @@ class Bounce(models.Model):
 
 
 class RefusedReply(models.Model):
-    """Mail to a reverse alias we refused because it did not come from the alias owner: a
-    forged reply is an attack on the alias, so its owner sees every attempt."""
+    """Mail from an alias that we refused. A forged reply (not from the alias owner) is an
+    attack on the alias, and a sending limit stops the owner's own mail: either way the owner
+    sees every refusal."""
+
+    class Kind(models.TextChoices):
+        FORGED = "forged", "Not sent by the alias owner"
+        RATE_LIMITED = "rate_limited", "Sending limit reached"
+        PAUSED = "paused", "Sending paused"
 
     alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="refused_replies")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.FORGED)
     mail_from = models.CharField(max_length=320, blank=True)
     header_from = models.CharField(max_length=320, blank=True)
     peer_ip = models.CharField(max_length=45, blank=True)
@@ -106,3 +113,24 @@ class RefusedReply(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias_id}: {self.reason}"
+
+
+class RateCounter(models.Model):
+    """How much of a limit is used in one fixed window: `scope` names the limit and its
+    window length ("user-messages/3600"), `key` what is limited (a user or alias id).
+    mail.ratelimit increments it with one conditional UPDATE, so every node sharing the
+    database counts against the same row."""
+
+    scope = models.CharField(max_length=40)
+    key = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["scope", "key", "window_start"],
+                                    name="rate_counter_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"

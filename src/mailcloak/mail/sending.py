@@ -17,6 +17,7 @@ from typing import Protocol
 
 from django.db.models import F
 
+from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.mail import replies
@@ -27,6 +28,7 @@ from mailcloak.mail.models import QueuedMessage, RefusedReply
 from mailcloak.mail.outbound import prepare_reply
 from mailcloak.mail.policy_email import parse_mailboxes
 from mailcloak.mail.queue import enqueue
+from mailcloak.mail.ratelimit import Charge, RateLimited, charge, rates_for
 from mailcloak.mail.replies import Reply
 from mailcloak.mail.scrub import Identity
 from mailcloak.mail.spam.verdict import Action as SpamAction
@@ -60,8 +62,9 @@ def is_owner_mailbox(alias: Alias, address: str) -> bool:
 
 
 def record_refused_reply(alias: Alias, *, mail_from: str, reason: str, header_from: str = "",
-                         peer_ip: str = "") -> RefusedReply:
-    return RefusedReply.objects.create(alias=alias, mail_from=mail_from[:FIELD_LIMIT],
+                         peer_ip: str = "",
+                         kind: str = RefusedReply.Kind.FORGED) -> RefusedReply:
+    return RefusedReply.objects.create(alias=alias, kind=kind, mail_from=mail_from[:FIELD_LIMIT],
                                        header_from=header_from[:FIELD_LIMIT],
                                        peer_ip=peer_ip[:45], reason=reason[:200])
 
@@ -100,8 +103,39 @@ def send_replies(raw: bytes, *, sender: str, decisions: Iterable[_Decision], aut
                                authentication_results=auth.authentication_results)
             outcome.quarantined += 1
         else:
+            try:
+                charge_sending(alias, recipients=len(contacts))
+            except RateLimited as limited:
+                record_refused_reply(alias, mail_from=sender, header_from=header_from,
+                                     reason=str(limited), kind=RefusedReply.Kind.RATE_LIMITED)
+                outcome.refusal = _limit_reply(limited)
+                continue
             outcome.queue_ids.append(_queue(raw, alias, contacts, new_queue_id()))
     return outcome
+
+
+def charge_sending(alias: Alias, *, recipients: int) -> None:
+    """Count one message to `recipients` against the owner's and the alias's limits;
+    raises RateLimited (counting nothing) when one would be exceeded."""
+    config = mailcloak_settings.get()
+    joined = alias.user.date_joined
+    user, alias_key = str(alias.user_id), str(alias.pk)
+    charge([
+        Charge("user-messages", user, 1, rates_for(config.send_messages_per_user, joined)),
+        Charge("user-recipients", user, recipients,
+               rates_for(config.send_recipients_per_user, joined)),
+        Charge("alias-messages", alias_key, 1, rates_for(config.send_messages_per_alias, joined)),
+        Charge("alias-recipients", alias_key, recipients,
+               rates_for(config.send_recipients_per_alias, joined)),
+    ])
+
+
+def _limit_reply(limited: RateLimited) -> Reply:
+    owner, _, what = limited.scope.partition("-")
+    per = {3600: "hour", 86400: "day"}.get(limited.rate.seconds, f"{limited.rate.seconds} s")
+    return replies.SENDING_LIMIT.with_text(
+        limit=f"{limited.rate.count} {what} per {per}",
+        what="for your account" if owner == "user" else "for this alias")
 
 
 def _refusal(alias: Alias, sender: str, header_from: str, auth: AuthResult) -> str:
