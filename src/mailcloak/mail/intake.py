@@ -196,4 +196,5 @@ def describe(exc: BaseException) -> str:
     may quote message content)."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}{where}"
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)  # a database's error class, no data
+    return f"{type(exc).__name__}{where}" + (f" sqlstate={sqlstate}" if sqlstate else "")
