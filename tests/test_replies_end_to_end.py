@@ -24,7 +24,7 @@ from mailcloak.accounts.models import Mailbox, User
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.mail import dns as mail_dns
 from mailcloak.mail.dnsrecords import dns_command
-from mailcloak.mail.models import QueuedMessage, RefusedReply
+from mailcloak.mail.models import QueuedMessage, RefusedReply, SendingPause
 from mailcloak.mail.verp import parse_bounce_address
 from tests.support.dns_server import DnsServer
 from tests.support.sink import SmtpSink
@@ -228,3 +228,14 @@ def test_a_reply_over_the_sending_limit_waits_and_the_owner_sees_why(
     refusal = RefusedReply.objects.get(alias=alias)
     assert refusal.kind == RefusedReply.Kind.RATE_LIMITED
     assert QueuedMessage.objects.filter(kind=QueuedMessage.Kind.REPLY).count() == 1
+
+
+def test_a_paused_alias_cannot_send(world, alias: Alias) -> None:
+    running, sink, _dns = world
+    contact = forward_first(running, sink, alias)
+    SendingPause.objects.create(user=alias.user, alias=alias, reason="2 of 20 bounced")
+    with pytest.raises(smtplib.SMTPDataError) as paused:
+        reply(running, contact.reverse_address)
+    assert paused.value.smtp_code == 550
+    assert paused.value.smtp_error.startswith(b"5.7.1 Sending paused")
+    assert RefusedReply.objects.get(alias=alias).kind == RefusedReply.Kind.PAUSED

@@ -15,7 +15,7 @@ from django.urls import reverse
 from mailcloak.accounts.models import ApiToken, User
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.aliases.services import block_sender, delete_alias
-from mailcloak.mail.models import Bounce, RefusedReply
+from mailcloak.mail.models import Bounce, RefusedReply, SendingPause
 from mailcloak.mail.queue import enqueue
 from mailcloak.mail.ratelimit import Charge, charge
 from mailcloak.outbox.models import LocalOutboxMessage
@@ -47,6 +47,7 @@ def every_model_filled(user: User, alias: Alias) -> None:
     RefusedReply.objects.create(alias=alias, mail_from="intruder@example.org",
                                 reason="envelope sender is not the owner's verified mailbox")
     charge([Charge("user-messages", str(user.pk), 1, (Rate(10, 3600),))])
+    SendingPause.objects.create(user=user, alias=alias, reason="2 of 20 recipients bounced")
     ApiToken.issue(user, "laptop")
     delete_alias(alias.__class__.objects.create(
         address="old@alias.test", domain=alias.domain, user=user, mailbox=alias.mailbox))

@@ -371,6 +371,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Accounts younger than this many days get the reduced limits below."),
     Setting("NEW_ACCOUNT_LIMIT_PERCENT", "20", parse_positive_int,
             "Percentage of every sending limit that new accounts get (at least 1)."),
+    Setting("PAUSE_BOUNCE_PERCENT", "10", parse_positive_int,
+            "Sending from an alias (or from all of a user's aliases) is paused when this "
+            "share of its recipients over the last 7 days bounced; an operator resumes it in "
+            "the admin."),
+    Setting("PAUSE_COMPLAINT_PERCENT", "1", parse_positive_int,
+            "Likewise for spam complaints (feedback reports) about mail sent from aliases."),
+    Setting("PAUSE_MIN_RECIPIENTS", "20", parse_positive_int,
+            "Recipients over the last 7 days below which sending is never paused (too few to "
+            "judge)."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
             "Log verbosity."),
 )

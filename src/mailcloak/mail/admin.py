@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
-from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage, RateCounter, RefusedReply
+from mailcloak.mail.models import (
+    Bounce,
+    DeliveryJob,
+    QueuedMessage,
+    RateCounter,
+    RefusedReply,
+    SendingPause,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,8 +60,8 @@ class DeliveryJobAdmin(ReadOnlyAdmin):
 
 @admin.register(Bounce)
 class BounceAdmin(ReadOnlyAdmin):
-    list_display = ("recipient", "alias", "source", "created_at")
-    list_filter = ("source",)
+    list_display = ("recipient", "alias", "source", "kind", "created_at")
+    list_filter = ("source", "kind")
     search_fields = ("recipient", "alias__address")
 
 
@@ -75,3 +84,42 @@ class RateCounterAdmin(ReadOnlyAdmin):
     list_display = ("scope", "key", "window_start", "count")
     list_filter = ("scope",)
     search_fields = ("scope", "key")
+
+
+class ActivePauseFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Paused now"), ("lifted", "Resumed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(lifted_at__isnull=True)
+        if self.value() == "lifted":
+            return queryset.filter(lifted_at__isnull=False)
+        return queryset
+
+
+@admin.register(SendingPause)
+class SendingPauseAdmin(ReadOnlyAdmin):
+    """Aliases and accounts whose sending mail.reputation paused; resuming is the action."""
+
+    list_display = ("user", "alias", "reason", "created_at", "lifted_at")
+    list_filter = (ActivePauseFilter,)
+    search_fields = ("user__email", "alias__address", "reason")
+    list_select_related = ("user", "alias")
+    actions = ("resume_sending",)
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        active = SendingPause.objects.filter(lifted_at__isnull=True).count()
+        if active:
+            self.message_user(request, f"{active} alias(es) or account(s) have sending paused "
+                              "for bounces or spam complaints.", messages.WARNING)
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Resume sending")
+    def resume_sending(self, request: HttpRequest, queryset: QuerySet[SendingPause]) -> None:
+        resumed = queryset.filter(lifted_at__isnull=True).update(lifted_at=timezone.now())
+        self.message_user(request, f"Sending resumed for {resumed} pause(s).")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from email.message import Message
 
 from mailcloak.aliases.models import Alias
-from mailcloak.mail.models import Bounce
+from mailcloak.mail import reputation
+from mailcloak.mail.models import Bounce, QueuedMessage
 from mailcloak.mail.policy_email import (
     READ_POLICY,
     clean_text,
@@ -64,12 +65,20 @@ def record_dsn(raw: bytes, bounce_address: str) -> None:
             log.info("bounce for deleted alias %s ignored", target.alias_id)
             return
     fallback = alias.mailbox.email if alias is not None else ""
-    bounces = [
-        Bounce(alias=alias, recipient=failure.recipient or fallback,
-               source=Bounce.Source.DSN, reason=failure.reason)
-        for failure in permanent_failures(raw) if failure.recipient or fallback
-    ]
+    kind = (QueuedMessage.objects.filter(queue_id=target.queue_id)
+            .values_list("kind", flat=True).first() or "")
+    if reputation.is_feedback_report(raw):  # a spam complaint, not a delivery failure
+        bounces = [Bounce(alias=alias, recipient=fallback, source=Bounce.Source.COMPLAINT,
+                          reason="spam complaint (feedback report)", kind=kind)]
+    else:
+        bounces = [
+            Bounce(alias=alias, recipient=failure.recipient or fallback,
+                   source=Bounce.Source.DSN, reason=failure.reason, kind=kind)
+            for failure in permanent_failures(raw) if failure.recipient or fallback
+        ]
     Bounce.objects.bulk_create(bounces)
+    if kind == QueuedMessage.Kind.REPLY and alias is not None:
+        reputation.review(alias.pk)
     log.info("queue %s: %d permanent failure(s) recorded from a bounce",
              target.queue_id, len(bounces))
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.aliases.models import Domain
+from mailcloak.mail import reputation
 from mailcloak.mail.deliver import (
     Delivered,
     DeliveryResult,
@@ -170,8 +171,11 @@ def _bounce(job: DeliveryJob, message: QueuedMessage, reason: str, now: datetime
     job.last_error = reason
     _finish(job, DeliveryJob.State.BOUNCED, now)
     Bounce.objects.create(alias_id=message.alias_id, recipient=job.recipient,
-                          source=Bounce.Source.DELIVERY, reason=reason, created_at=now)
+                          source=Bounce.Source.DELIVERY, reason=reason, created_at=now,
+                          kind=message.kind)
     log.info("job %s bounced: %s", job.id, reason)
+    if message.kind == QueuedMessage.Kind.REPLY:
+        reputation.review(message.alias_id)
 
 
 def _retry_or_expire(job: DeliveryJob, message: QueuedMessage, reason: str,

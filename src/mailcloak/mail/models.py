@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -75,11 +76,15 @@ class Bounce(models.Model):
     class Source(models.TextChoices):
         DELIVERY = "delivery", "Our delivery attempt failed"
         DSN = "dsn", "A delivery status notification came back"
+        COMPLAINT = "complaint", "The recipient reported the message as spam"
 
     alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.CASCADE,
                               related_name="bounces")
     recipient = models.CharField(max_length=320)
     source = models.CharField(max_length=10, choices=Source.choices)
+    # What bounced: a forwarded copy, or mail sent from the alias (which counts against its
+    # sending reputation, mail.reputation). "" when unknown.
+    kind = models.CharField(max_length=10, blank=True, choices=QueuedMessage.Kind.choices)
     reason = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -134,3 +139,22 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key} @ {self.window_start:%Y-%m-%d %H:%M}: {self.count}"
+
+
+class SendingPause(models.Model):
+    """Sending from an alias (or from all of a user's aliases when `alias` is empty) is paused
+    because its mail bounced or drew spam complaints too often. An operator lifts it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="sending_pauses")
+    alias = models.ForeignKey(Alias, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="sending_pauses")
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.alias or self.user}: {self.reason}"

@@ -78,6 +78,9 @@ DMARC_REJECTED = Reply(550, "5.7.1",
 REPLY_NOT_AUTHENTICATED = Reply(
     550, "5.7.1", "Message refused: From must be the alias owner's verified mailbox, and the "
     "message must pass SPF or DKIM aligned with that mailbox's domain")
+SENDING_PAUSED = Reply(550, "5.7.1",
+                       "Sending paused: too much mail from this address bounced or was "
+                       "reported as spam; contact the operator")
 SENDING_LIMIT = Reply(452, "4.7.1",
                       "Sending limit reached ({limit} {what}); try again later")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")

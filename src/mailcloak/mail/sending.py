@@ -20,7 +20,7 @@ from django.db.models import F
 from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox
 from mailcloak.aliases.models import Alias, Contact
-from mailcloak.mail import replies
+from mailcloak.mail import replies, reputation
 from mailcloak.mail.auth import AuthResult
 from mailcloak.mail.auth_dmarc import aligned
 from mailcloak.mail.headers import split_message
@@ -102,6 +102,10 @@ def send_replies(raw: bytes, *, sender: str, decisions: Iterable[_Decision], aut
                                verdict=verdict, mail_from=sender,
                                authentication_results=auth.authentication_results)
             outcome.quarantined += 1
+        elif reputation.is_paused(alias):
+            record_refused_reply(alias, mail_from=sender, header_from=header_from,
+                                 reason="sending paused", kind=RefusedReply.Kind.PAUSED)
+            outcome.refusal = replies.SENDING_PAUSED
         else:
             try:
                 charge_sending(alias, recipients=len(contacts))
