@@ -41,13 +41,20 @@ class AliasCreateForm(forms.Form):
 class AliasEditForm(forms.ModelForm):
     class Meta:
         model = Alias
-        fields = ("title", "notes", "mailbox", "disabled_action")
-        labels = {"disabled_action": "When disabled"}
+        fields = ("title", "display_name", "notes", "mailbox", "disabled_action")
+        labels = {"disabled_action": "When disabled", "display_name": "Name shown when sending"}
         widgets = {"notes": forms.Textarea(attrs={"rows": 4})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["mailbox"] = verified_mailboxes(self.instance.user)
+
+
+class NewConversationForm(forms.Form):
+    """Write from this alias to someone new: creates the contact and its reverse alias."""
+
+    email = forms.EmailField(label="Their address", max_length=254)
+    name = forms.CharField(label="Their name", max_length=200, required=False)
 
 
 class BlockSenderForm(forms.Form):

@@ -16,10 +16,17 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from mailcloak.accounts.models import User
-from mailcloak.aliases.forms import AliasCreateForm, AliasEditForm, BlockSenderForm
+from mailcloak.aliases.forms import (
+    AliasCreateForm,
+    AliasEditForm,
+    BlockSenderForm,
+    NewConversationForm,
+)
 from mailcloak.aliases.models import Alias, BlockedSender
 from mailcloak.aliases.services import AliasError, block_sender, create_alias, delete_alias
-from mailcloak.mail.models import Bounce
+from mailcloak.mail.contacts import contact_for
+from mailcloak.mail.models import Bounce, RefusedReply
+from mailcloak.mail.reputation import is_paused
 from mailcloak.project.web import AuthenticatedRequest, form_data
 
 ALIASES_PER_PAGE = 25
@@ -79,7 +86,25 @@ def alias_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
         "blocked_senders": alias.blocked_senders.all(),
         "contacts": alias.contacts.all(),
         "bounces": Bounce.objects.filter(alias=alias)[:RECENT_BOUNCES],
+        "conversation_form": NewConversationForm(),
+        "refused_replies": RefusedReply.objects.filter(alias=alias)[:RECENT_BOUNCES],
+        "sending_paused": is_paused(alias),
     }, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def alias_new_conversation(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """A contact for a new address, so the owner can write to it from the alias."""
+    alias = get_object_or_404(Alias.objects.select_related("domain"), pk=pk, user=request.user)
+    form = NewConversationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Enter a valid email address to write to.")
+        return redirect("aliases:detail", pk=alias.pk)
+    contact = contact_for(alias, form.cleaned_data["email"], form.cleaned_data["name"])
+    messages.success(request, f"To write to {contact.email} from this alias, send your message "
+                              f"to {contact.reverse_address}.")
+    return redirect("aliases:detail", pk=alias.pk)
 
 
 @login_required
