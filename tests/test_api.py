@@ -299,6 +299,7 @@ def test_openapi_schema_is_served_and_docs_are_off(client: Client):
         "/{message_id}/release", "/{message_id}/block", "/{message_id}/disable-alias",
         "/blocked-senders/{blocked_id}")}
     assert set(schema["paths"]) == {"/api/v1/aliases", "/api/v1/aliases/{alias_id}",
+                                    "/api/v1/aliases/{alias_id}/contacts",
                                     "/api/v1/domains", "/api/v1/mailboxes", "/api/v1/tokens",
                                     *quarantine}
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"

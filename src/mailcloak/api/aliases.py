@@ -6,6 +6,8 @@ so the API never confirms that an id exists.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
@@ -13,7 +15,7 @@ from ninja import P, PathEx, QueryEx, Router
 from ninja.responses import Status
 
 from mailcloak.accounts.models import Mailbox, User
-from mailcloak.aliases.models import Alias
+from mailcloak.aliases.models import Alias, Contact
 from mailcloak.aliases.services import AliasError, create_alias, delete_alias
 from mailcloak.api.auth import token_user
 from mailcloak.api.schemas import (
@@ -22,8 +24,11 @@ from mailcloak.api.schemas import (
     AliasOut,
     AliasPage,
     AliasUpdate,
+    ContactCreate,
+    ContactOut,
     errors,
 )
+from mailcloak.mail.contacts import contact_for
 
 router = Router(tags=["aliases"])
 
@@ -81,6 +86,28 @@ def update(request: HttpRequest, alias_id: AliasId, data: AliasUpdate) -> Alias:
     if changes:
         alias.save(update_fields=list(changes))
     return alias
+
+
+@router.get("/aliases/{alias_id}/contacts",
+            response={200: list[ContactOut], **errors(401, 404, 422)},
+            operation_id="list_contacts",
+            summary="List an alias's contacts and the reverse aliases to write to them")
+def list_contacts(request: HttpRequest, alias_id: AliasId) -> list[Contact]:
+    return list(_own_alias(token_user(request), alias_id).contacts.all())
+
+
+@router.post("/aliases/{alias_id}/contacts",
+             response={201: ContactOut, **errors(400, 401, 404, 422)},
+             operation_id="create_contact",
+             summary="Start a conversation from an alias: the contact and its reverse alias")
+def create_contact(request: HttpRequest, alias_id: AliasId,
+                   data: ContactCreate) -> Status[Contact]:
+    alias = _own_alias(token_user(request), alias_id)
+    try:
+        validate_email(data.email.strip())
+    except ValidationError:
+        raise AliasError(f"{data.email!r} is not a valid email address") from None
+    return Status(201, contact_for(alias, data.email, data.name.strip()))
 
 
 @router.delete("/aliases/{alias_id}", response={204: None, **errors(401, 404, 422)},

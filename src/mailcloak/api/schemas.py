@@ -65,6 +65,7 @@ class AliasOut(Schema):
     domain: str
     enabled: bool
     title: str
+    display_name: str = Field(description="The name shown in From when sending from the alias.")
     notes: str
     created_at: datetime
     mailbox: str = Field(description="The verified address mail to this alias is forwarded to.")
@@ -83,6 +84,23 @@ class AliasOut(Schema):
     @staticmethod
     def resolve_mailbox(alias: Alias) -> str:
         return alias.mailbox.email
+
+
+class ContactOut(Schema):
+    id: int
+    email: str = Field(description="The contact's real address.")
+    display_name: str
+    reverse_address: str = Field(description="Write to this address from your verified "
+                                             "mailbox to send to the contact from the alias.")
+    blocked: bool
+    forwarded_count: int
+    replied_count: int
+    created_at: datetime
+
+
+class ContactCreate(RequestBody):
+    email: Annotated[Line, _line(254)] = Field(description="The address to write to.")
+    name: Title = Field("", description="Their name, shown in To.")
 
 
 class AliasPage(Schema):
@@ -109,6 +127,8 @@ class AliasUpdate(RequestBody):
 
     enabled: bool | None = None
     title: Title | None = None
+    display_name: Title | None = Field(None, description="The name shown in From when "
+                                                         "sending from the alias.")
     notes: Notes | None = None
     disabled_action: DisabledAction | None = None
     mailbox_id: RecordId | None = None
