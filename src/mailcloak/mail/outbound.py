@@ -56,7 +56,10 @@ def prepare_reply(raw: bytes, *, alias: Alias, contacts: Iterable[Contact], queu
     `owner` names what must not leak: the owner's mailbox addresses and display names."""
     message = split_message(raw)
     recipients = {c.reverse_address: c for c in contacts}
-    known = {c.reverse_address: c for c in Contact.objects.filter(alias=alias)} | recipients
+    named = {mb.address.lower() for f in message.fields if f.key in ("to", "cc")
+             for mb in parse_mailboxes(f.value)}
+    known = {c.reverse_address: c for c in Contact.objects.filter(
+        alias=alias, reverse_address__in=named - recipients.keys())} | recipients
     eol = message.eol
     fields = [HeaderField.build("From", format_mailbox(alias.display_name, alias.address), eol)]
     to = (_participants(message.fields, "to", known)
