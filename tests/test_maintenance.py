@@ -52,3 +52,15 @@ def test_a_failing_task_does_not_stop_the_others(caplog: pytest.LogCaptureFixtur
 def test_the_default_tasks_cover_retention_at_least_hourly() -> None:
     intervals = {task.name: task.interval for task in maintenance.TASKS}
     assert intervals["quarantine-sweep"] <= 3600
+
+
+def test_old_rate_counters_are_pruned() -> None:
+    from mailcloak.mail.models import RateCounter
+    from mailcloak.mail.ratelimit import KEEP_WINDOWS_FOR
+
+    now = timezone.now()
+    RateCounter.objects.create(scope="test", key="old", window_start=now - KEEP_WINDOWS_FOR
+                               - timedelta(hours=1), count=3)
+    RateCounter.objects.create(scope="test", key="new", window_start=now, count=1)
+    assert run_due(now)["rate-counters"] == 1
+    assert list(RateCounter.objects.values_list("key", flat=True)) == ["new"]

@@ -1,4 +1,5 @@
-"""Periodic housekeeping run by the workers: the quarantine's retention sweep and digests.
+"""Periodic housekeeping run by the workers: the quarantine's retention sweep and digests, and
+pruning of old rate-limit counters.
 
 Every worker process runs this loop, but each task runs on one of them per interval: a task is
 claimed with an atomic "add if absent" in the shared database cache, so several processes or
@@ -37,6 +38,12 @@ def _digests(now: datetime) -> int:
     return send_digests(now)
 
 
+def _rate_counters(now: datetime) -> int:
+    from mailcloak.mail.ratelimit import prune
+
+    return prune(now)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -47,6 +54,7 @@ class Task:
 TASKS = (
     Task("quarantine-sweep", 3600, _sweep),  # retention: at least hourly
     Task("quarantine-digests", 300, _digests),  # "immediately" means within five minutes
+    Task("rate-counters", 3600, _rate_counters),  # sending-limit windows long past
 )
 
 
