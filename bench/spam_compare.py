@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -62,7 +61,6 @@ from mailcloak.mail.spam.engine import base_thresholds  # noqa: E402
 from mailcloak.mail.spam.rspamd import RspamdEngine  # noqa: E402
 from mailcloak.mail.spam.spamassassin import SpamAssassinEngine  # noqa: E402
 from mailcloak.mail.spam.verdict import (  # noqa: E402
-    Action,
     EngineUnavailable,
     ScanRequest,
     SpamEngine,
@@ -76,18 +74,6 @@ CORPORA = {
 ENGINES = ("builtin", "rspamd", "spamassassin")
 STOCK_MIN_LEARNS = 200  # what Rspamd and SpamAssassin ask for before their Bayes counts
 LEARN_CONCURRENCY = 4
-
-
-@dataclass(frozen=True)
-class Outcome:
-    is_spam: bool
-    score: float
-    action: Action
-    milliseconds: float
-
-    @property
-    def blocked(self) -> bool:
-        return self.action is not Action.DELIVER
 
 
 @dataclass
@@ -139,32 +125,27 @@ def split(messages: Sequence[corpus.CorpusMessage], fold_of: Sequence[int],
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def result_from(name: str, engine: str, folds: int, outcomes: Sequence[Outcome],
-                errors: int = 0) -> Result:
-    spam = [o for o in outcomes if o.is_spam]
-    ham = [o for o in outcomes if not o.is_spam]
-    caught = sum(o.blocked for o in spam)
-    false_positives = sum(o.blocked for o in ham)
-    _, recall_at_budget = evaluate.recall_at_fp_budget([o.score for o in ham],
-                                                       [o.score for o in spam])
-    times = sorted(o.milliseconds for o in outcomes)
-    return Result(
-        corpus=name, engine=engine, folds=folds, n_ham=len(ham), n_spam=len(spam),
-        spam_recall=_ratio(caught, len(spam)), ham_fp_rate=_ratio(false_positives, len(ham)),
-        precision=_ratio(caught, caught + false_positives), recall_at_fp_0_5=recall_at_budget,
-        median_ms=round(statistics.median(times), 2) if times else 0.0,
-        p99_ms=round(times[min(len(times) - 1, int(len(times) * 0.99))], 2) if times else 0.0,
-        errors=errors)
+def result_from(name: str, engine: str, folds: int, outcomes: list[evaluate.Outcome],
+                thresholds: Thresholds, errors: int = 0) -> Result:
+    """The same measures `mailcloak spam eval` reports, for any engine's outcomes."""
+    return result_of(name, engine, folds, evaluate.summarise(outcomes, thresholds), errors)
 
 
-def _ratio(part: int, whole: int) -> float:
-    return round(part / whole, 4) if whole else 0.0
+def result_of(name: str, engine: str, folds: int, report: evaluate.Report,
+              errors: int = 0) -> Result:
+    return Result(corpus=name, engine=engine, folds=folds, n_ham=report.n_ham,
+                  n_spam=report.n_spam, spam_recall=report.spam_recall,
+                  ham_fp_rate=report.ham_fp_rate, precision=report.precision,
+                  recall_at_fp_0_5=report.recall_at_fp_0_5,
+                  median_ms=round(report.median_ms, 2), p99_ms=round(report.p99_ms, 2),
+                  errors=errors)
 
 
 async def scan_all(engine: SpamEngine, messages: Sequence[corpus.CorpusMessage],
-                   thresholds: Thresholds) -> tuple[list[Outcome], int]:
+                   thresholds: Thresholds) -> tuple[list[evaluate.Outcome], int]:
     """Scan one message at a time (the timings are per message, not under load)."""
-    outcomes, errors = [], 0
+    outcomes: list[evaluate.Outcome] = []
+    errors = 0
     for message in messages:
         started = time.perf_counter()
         try:
@@ -174,7 +155,7 @@ async def scan_all(engine: SpamEngine, messages: Sequence[corpus.CorpusMessage],
             log(f"  {engine.name} could not scan {message.path.name}: {exc}")
             continue
         elapsed = (time.perf_counter() - started) * 1000
-        outcomes.append(Outcome(message.is_spam, verdict.score, verdict.action, elapsed))
+        outcomes.append(evaluate.Outcome(message, verdict.score, verdict.action, elapsed))
     return outcomes, errors
 
 
@@ -184,18 +165,14 @@ async def scan_all(engine: SpamEngine, messages: Sequence[corpus.CorpusMessage],
 def run_builtin(name: str, messages: Sequence[corpus.CorpusMessage], folds: int,
                 thresholds: Thresholds) -> Result:
     report = evaluate.cross_validate(messages, thresholds, folds=folds, stream=sys.stderr)
-    return Result(corpus=name, engine="builtin", folds=folds, n_ham=report.n_ham,
-                  n_spam=report.n_spam, spam_recall=report.spam_recall,
-                  ham_fp_rate=report.ham_fp_rate, precision=report.precision,
-                  recall_at_fp_0_5=report.recall_at_fp_0_5,
-                  median_ms=round(report.median_ms, 2), p99_ms=round(report.p99_ms, 2))
+    return result_of(name, "builtin", folds, report)
 
 
 def run_rspamd(daemon: RspamdDaemon, name: str, messages: Sequence[corpus.CorpusMessage],
                fold_of: Sequence[int], folds: int, thresholds: Thresholds) -> Result:
     engine = RspamdEngine(daemon.url, daemon.controller_url, password=daemon.password,
                           timeout=60)
-    outcomes: list[Outcome] = []
+    outcomes: list[evaluate.Outcome] = []
     errors = 0
     for fold in range(folds):
         train, test = split(messages, fold_of, fold)
@@ -206,7 +183,7 @@ def run_rspamd(daemon: RspamdDaemon, name: str, messages: Sequence[corpus.Corpus
         found, failed = asyncio.run(scan_all(engine, test, thresholds))
         outcomes += found
         errors += failed
-    return result_from(name, "rspamd", folds, outcomes, errors)
+    return result_from(name, "rspamd", folds, outcomes, thresholds, errors)
 
 
 async def learn_all(engine: RspamdEngine, messages: Sequence[corpus.CorpusMessage]) -> None:
@@ -222,7 +199,7 @@ async def learn_all(engine: RspamdEngine, messages: Sequence[corpus.CorpusMessag
 def run_spamassassin(daemon: SpamdDaemon, name: str, messages: Sequence[corpus.CorpusMessage],
                      fold_of: Sequence[int], folds: int, thresholds: Thresholds) -> Result:
     engine = SpamAssassinEngine(daemon.host, daemon.port, timeout=120)
-    outcomes: list[Outcome] = []
+    outcomes: list[evaluate.Outcome] = []
     errors = 0
     for fold in range(folds):
         train, test = split(messages, fold_of, fold)
@@ -235,7 +212,7 @@ def run_spamassassin(daemon: SpamdDaemon, name: str, messages: Sequence[corpus.C
         found, failed = asyncio.run(scan_all(engine, test, thresholds))
         outcomes += found
         errors += failed
-    return result_from(name, "spamassassin", folds, outcomes, errors)
+    return result_from(name, "spamassassin", folds, outcomes, thresholds, errors)
 
 
 @contextmanager
