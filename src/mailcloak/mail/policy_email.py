@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import re
 from dataclasses import dataclass
 from email import policy
@@ -17,6 +18,12 @@ from email.utils import getaddresses
 # compat32 never raises on defects and keeps undecodable bytes as surrogate escapes instead of
 # failing; linesep only matters if something is ever serialised, which the mail core avoids.
 READ_POLICY = policy.compat32.clone(raise_on_defect=False, linesep="\r\n")
+
+# Python builds carrying the CVE-2023-27043 fix parse "strictly" by default, and that parser
+# refuses valid domain literals (user@[192.0.2.1]). Every address is checked here afterwards
+# (is_plausible_address), so ask for the lenient parse wherever there is a choice: the same
+# result on every 3.11 build.
+_LENIENT_PARSE = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(?<=\?=)[ \t\r\n]+(?==\?)")
@@ -101,7 +108,7 @@ def parse_mailboxes(value: str) -> list[Mailbox]:
 
     masked = _ENCODED_WORD.sub(stash, _CONTROL.sub(" ", value).translate(_NO_MARKERS))
     mailboxes = []
-    for name, address in getaddresses([masked]):
+    for name, address in getaddresses([masked], **_LENIENT_PARSE):
         address = restore(address).strip()
         if is_plausible_address(address):
             mailboxes.append(Mailbox(clean_text(decode_words(restore(name))), address))
