@@ -59,3 +59,31 @@ def test_the_name_shown_when_sending_is_an_alias_setting(logged_in: Client, alia
         "mailbox": alias.mailbox_id, "disabled_action": "reject"})
     alias.refresh_from_db()
     assert alias.display_name == "Shop Me"
+
+
+def test_blocking_a_contact_shows_on_its_row_and_can_be_undone(
+        logged_in: Client, alias: Alias) -> None:
+    from mailcloak.aliases.models import BlockedSender
+    from mailcloak.aliases.services import is_sender_blocked
+    from mailcloak.mail.contacts import contact_for
+
+    pest = contact_for(alias, "pest@spam.example.org")
+    friend = contact_for(alias, "friend@example.net")
+    page = logged_in.post(f"/aliases/{alias.pk}/block/", {"value": pest.email},
+                          follow=True).content.decode()
+    assert is_sender_blocked(alias, pest.email) and not is_sender_blocked(alias, friend.email)
+    rule = BlockedSender.objects.get(alias=alias, value=pest.email)
+    pest_row = page[page.index(pest.reverse_address):].split("</tr>")[0]
+    friend_row = page[page.index(friend.reverse_address):].split("</tr>")[0]
+    assert "Blocked" in pest_row and f"/blocked/{rule.pk}/delete/" in pest_row
+    assert "Blocked" not in friend_row and f"/aliases/{alias.pk}/block/" in friend_row
+
+    # A rule for all aliases naming a parent domain blocks the contact too.
+    rule.delete()
+    logged_in.post("/aliases/blocked/", {"value": "example.org", "alias": ""})
+    page = logged_in.get(f"/aliases/{alias.pk}/").content.decode()
+    assert "Unblock example.org" in page[page.index(pest.reverse_address):].split("</tr>")[0]
+
+    domain_rule = BlockedSender.objects.get(value="example.org")
+    logged_in.post(f"/aliases/blocked/{domain_rule.pk}/delete/", {"next": f"/aliases/{alias.pk}/"})
+    assert not is_sender_blocked(alias, pest.email)

@@ -102,3 +102,29 @@ def test_describe_names_the_error_but_not_its_message(monkeypatch, alias):
     assert text.startswith("ValueError at test_smtpd_intake.py:")
     assert "secret" not in text
     assert accept(message(to(alias))).reply == replies.LOCAL_ERROR
+
+
+def test_a_blocked_from_address_is_refused_even_under_another_envelope(user, alias):
+    """Contacts are known by their From address; a newsletter's bounce address differs."""
+    from mailcloak.aliases.services import block_sender
+
+    block_sender(user, "friend@sender.test", alias=alias)
+    listed = InboundMessage(queue_id="0A1B2C3D4E5F6071", sender="bounce-123@lists.sender.test",
+                            recipients=(to(alias),), content=CONTENT)
+    outcome = accept(listed)
+    assert outcome.reply == replies.SENDER_BLOCKED and outcome.blocked == 1
+    assert not QueuedMessage.objects.exists()
+    alias.refresh_from_db()
+    assert alias.blocked_count == 1 and alias.forwarded_count == 0
+
+
+def test_a_from_block_on_one_alias_still_forwards_to_the_others(user, alias):
+    from mailcloak.aliases.services import block_sender
+
+    other = create_alias(user)
+    block_sender(user, "sender.test", alias=alias)  # a whole domain, for one alias
+    listed = InboundMessage(queue_id="0A1B2C3D4E5F6071", sender="bounce@lists.example.net",
+                            recipients=(to(alias), to(other)), content=CONTENT)
+    outcome = accept(listed)
+    assert outcome.reply.code == 250 and outcome.blocked == 1
+    assert [m.alias for m in QueuedMessage.objects.all()] == [other]

@@ -5,6 +5,8 @@ Every lookup is scoped to the signed-in user, so another user's ids give 404.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -22,7 +24,7 @@ from mailcloak.aliases.forms import (
     BlockSenderForm,
     NewConversationForm,
 )
-from mailcloak.aliases.models import Alias, BlockedSender
+from mailcloak.aliases.models import Alias, BlockedSender, Contact
 from mailcloak.aliases.services import AliasError, block_sender, create_alias, delete_alias
 from mailcloak.mail.contacts import contact_for
 from mailcloak.mail.models import Bounce, RefusedReply
@@ -84,12 +86,32 @@ def alias_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     return render(request, "aliases/detail.html", {
         "alias": alias, "form": form, "block_form": BlockSenderForm(),
         "blocked_senders": alias.blocked_senders.all(),
-        "contacts": alias.contacts.all(),
+        "contacts": _contacts_with_blocks(alias),
         "bounces": Bounce.objects.filter(alias=alias)[:RECENT_BOUNCES],
         "conversation_form": NewConversationForm(),
         "refused_replies": RefusedReply.objects.filter(alias=alias)[:RECENT_BOUNCES],
         "sending_paused": is_paused(alias),
     }, status=400 if form.errors else 200)
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    contact: Contact
+    block: BlockedSender | None  # the owner's rule that stops this contact's mail, if any
+
+
+def _contacts_with_blocks(alias: Alias) -> list[ContactRow]:
+    """The alias's contacts with the rule blocking each, if any: one for this alias or for all
+    of the owner's aliases, naming the address or one of its parent domains."""
+    rules = {(rule.kind, rule.value): rule for rule in BlockedSender.objects.filter(
+        Q(alias=alias) | Q(alias__isnull=True), user_id=alias.user_id).order_by("alias_id")}
+    rows = []
+    for contact in alias.contacts.all():
+        labels = contact.email.rpartition("@")[2].split(".")
+        candidates = [(BlockedSender.Kind.ADDRESS, contact.email)] + [
+            (BlockedSender.Kind.DOMAIN, ".".join(labels[i:])) for i in range(len(labels))]
+        rows.append(ContactRow(contact, next((rules[c] for c in candidates if c in rules), None)))
+    return rows
 
 
 @login_required

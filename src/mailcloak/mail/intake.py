@@ -18,15 +18,18 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 
 from mailcloak.aliases.models import Alias
+from mailcloak.aliases.services import is_sender_blocked
 from mailcloak.mail import replies
 from mailcloak.mail.analysis import Analysis
 from mailcloak.mail.arc import SealError, arc_seal
 from mailcloak.mail.bounces import record_dsn
 from mailcloak.mail.forward import UnparseableMessage, prepare_forward
+from mailcloak.mail.headers import split_message
 from mailcloak.mail.models import QueuedMessage
 from mailcloak.mail.policy import Action, Decision
 from mailcloak.mail.queue import enqueue, new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.rewrite import original_sender
 from mailcloak.mail.sending import send_replies
 from mailcloak.mail.spam.verdict import Action as SpamAction
 from mailcloak.mail.spam.verdict import Direction
@@ -52,6 +55,7 @@ class Outcome:
     bounces: int = 0
     quarantined: int = 0
     rejected: int = 0
+    blocked: int = 0  # aliases whose owner blocks the From address
 
 
 def accept(message: InboundMessage) -> Outcome:
@@ -88,10 +92,15 @@ def store(message: InboundMessage) -> Outcome:
     aliases = Alias.objects.select_related("domain", "mailbox", "user").in_bulk(
         [d.alias_id for d in forwards])
     refused: list[Alias] = []
+    header_sender = _header_sender(message) if forwards else ""
     for decision in forwards:
         alias = aliases.get(decision.alias_id or 0)
         if alias is None:  # deleted since RCPT: mail to it is refused now, so drop it
             outcome.dropped += 1
+            continue
+        if header_sender and is_sender_blocked(alias, header_sender):
+            Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
+            outcome.blocked += 1
             continue
         action = (message.analysis.action_for(alias.user.spam_sensitivity)
                   if message.analysis else SpamAction.DELIVER)
@@ -117,7 +126,19 @@ def store(message: InboundMessage) -> Outcome:
     if refusal and not (outcome.queue_ids or outcome.quarantined or outcome.bounces
                         or outcome.dropped or outcome.rejected):
         outcome.reply = refusal
+    if outcome.blocked and not (outcome.queue_ids or outcome.quarantined or outcome.bounces
+                                or outcome.dropped or outcome.rejected or refusal):
+        outcome.reply = replies.SENDER_BLOCKED
     return outcome
+
+
+def _header_sender(message: InboundMessage) -> str:
+    """The From address when it differs from the envelope sender (which RCPT already checked
+    against the owners' blocks): a contact is known, and blocked, by its From address."""
+    sender = original_sender(split_message(message.content).fields, message.sender)
+    if sender is None or sender.address.lower() == message.sender.lower():
+        return ""
+    return sender.address
 
 
 def _send_replies(message: InboundMessage, outcome: Outcome) -> Reply | None:
