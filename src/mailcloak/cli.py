@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
 
+from mailcloak import doctor
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail.spam import cli as spam_cli
 
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("--ip", action="append", default=[], type=_ip_address,
                      help="this server's public IP address (repeat for IPv4 and IPv6)")
     spam_cli.add_commands(sub)
+    doctor.add_commands(sub)
     return parser
 
 
