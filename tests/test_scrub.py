@@ -77,3 +77,39 @@ def test_short_names_are_not_replaced_in_ordinary_words() -> None:
     raw = b"Content-Type: text/plain\r\n\r\nAlso, all is well.\r\n"
     before, after = scrubbed(raw, owner)
     assert after == before
+
+
+ATTACHED = (
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\nSee the attached mail.\r\n"
+    b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Received: from [198.51.100.7] by smtp.mailbox.test\r\n"
+    b"Delivered-To: owner@mailbox.test\r\n"
+    b"X-Originating-IP: 198.51.100.7\r\n"
+    b"DKIM-Signature: v=1; d=mailbox.test; s=s1; b=abc\r\n"
+    b"From: =?utf-8?q?Zo=C3=AB_Ownerby?= <owner@mailbox.test>\r\n"
+    b"To: Shop <shop@example.org>\r\n"
+    b"Subject: order for Zo\xc3\xab Ownerby\r\n"
+    b"Message-ID: <abc@mailbox.test>\r\n"
+    b"In-Reply-To: <xyz@example.org>\r\n\r\n"
+    b"Hello, this is owner@mailbox.test.\r\n"
+    b"--b--\r\n"
+)
+
+
+def test_an_attached_message_loses_its_trace_fields_and_the_owner_in_its_header() -> None:
+    before, after = scrubbed(ATTACHED)
+    assert after != before
+    for leak in (b"owner@", b"mailbox.test", b"198.51.100.7", b"Ownerby", b"Zo=C3=AB",
+                 b"Received:", b"Delivered-To", b"DKIM-Signature"):
+        assert leak not in after, leak
+    message = email.message_from_bytes(ATTACHED.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + after,
+                                       policy=email.policy.default)
+    inner = next(p for p in message.walk() if p.get_content_type() == "message/rfc822")
+    attached = inner.get_payload(0)
+    assert b"From: Shop & Co <shop@alias.test>\r\n" in after
+    assert str(attached["To"]) == "Shop <shop@example.org>"  # other people are left alone
+    assert str(attached["Subject"]) == "order for Shop & Co"
+    assert attached["Message-ID"] is None  # made by the owner's provider: it names it
+    assert str(attached["In-Reply-To"]) == "<xyz@example.org>"
+    assert "Hello, this is shop@alias.test." in attached.get_content()

@@ -19,9 +19,21 @@ from dataclasses import dataclass
 from email.message import Message
 from html.entities import codepoint2name
 
-from mailcloak.mail.headers import HeaderField, join_message
+from mailcloak.mail.headers import HeaderField, encode_phrase, format_mailbox, join_message
+from mailcloak.mail.policy_email import clean_text, decode_raw, decode_words, parse_mailboxes
 
 MIN_NAME_LENGTH = 3  # shorter "names" would replace ordinary words
+
+# Header fields of an attached message (message/rfc822) that survive, owner scrubbed out of
+# them. The rest (Received, Delivered-To, Return-Path, DKIM and ARC sets, the provider's own
+# X- fields...) traces the attached message's way into the owner's mailbox: dropped whole.
+ATTACHED_KEPT_FIELDS = frozenset({
+    "from", "to", "cc", "reply-to", "subject", "date", "message-id", "in-reply-to",
+    "references", "mime-version", "content-type", "content-transfer-encoding",
+    "content-disposition", "content-language", "content-id", "content-description",
+})
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "reply-to"})
+_MESSAGE_ID = re.compile(r"<[^<>]*>")
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,10 @@ def scrub_body(fields: list[HeaderField], body: bytes, owner: Identity,
     message = email.message_from_bytes(raw, policy=policy)
     changed = False
     for part in message.walk():
-        if part.get_content_maintype() == "text" and not part.is_multipart():
+        if part.get_content_type() == "message/rfc822" and part.is_multipart():
+            for attached in part.get_payload():
+                changed |= _scrub_attached_header(attached, owner, pattern, substitute)
+        elif part.get_content_maintype() == "text" and not part.is_multipart():
             changed |= _scrub_part(part, pattern, substitute)
     if not changed:
         return body
@@ -104,6 +119,44 @@ def _forms(word: str) -> set[str]:
 def _named_entities(text: str) -> str:
     return "".join(f"&{codepoint2name[ord(c)]};" if ord(c) > 127 and ord(c) in codepoint2name
                    else c for c in text)
+
+
+def _scrub_attached_header(attached: Message, owner: Identity, pattern: re.Pattern[str],
+                           table: dict[str, str]) -> bool:
+    """An attached message's header: trace fields dropped, the owner replaced in the rest,
+    message ids made by the owner's provider left out (they name it)."""
+    original = list(attached.raw_items())  # 8-bit values stay surrogate-escaped bytes
+    kept: list[tuple[str, str]] = []
+    for name, value in original:
+        if name.lower() not in ATTACHED_KEPT_FIELDS:
+            continue
+        if name.lower() in ("message-id", "in-reply-to", "references"):
+            value = " ".join(i for i in _MESSAGE_ID.findall(str(value))
+                             if not owner.names_domain(i[1:-1].rpartition("@")[2]))
+            if not value:
+                continue
+        kept.append((name, _scrub_value(name.lower(), str(value), pattern, table)))
+    if kept == original:
+        return False
+    for name in {n for n, _ in original}:
+        del attached[name]
+    for name, value in kept:
+        attached[name] = value
+    return True
+
+
+def _scrub_value(key: str, value: str, pattern: re.Pattern[str], table: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        return table.get(match.group(0).lower(), "")
+
+    text = decode_raw(value.encode("utf-8", "surrogateescape"))
+    if not pattern.search(decode_words(text)):
+        return value
+    if key in ADDRESS_FIELDS:  # rebuilt mailbox by mailbox, so names are encoded, not addresses
+        return ", ".join(
+            format_mailbox(pattern.sub(replace, mb.name), pattern.sub(replace, mb.address))
+            for mb in parse_mailboxes(text))
+    return encode_phrase(clean_text(pattern.sub(replace, decode_words(text))))
 
 
 def _scrub_part(part: Message, pattern: re.Pattern[str], table: dict[str, str]) -> bool:
