@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import errno
 import os
@@ -231,21 +232,30 @@ class PortOwner:
 def listening_owner(port: int, proc: Path = Path("/proc")) -> PortOwner | None:
     """The process listening on TCP `port`, found through /proc (Linux), if this user may see
     it."""
-    inodes = _listening_inodes(port, proc)
-    if not inodes:
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port, proc)}
+    if not wanted:
         return None
     for pid_dir in proc.iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        try:
-            sockets = {os.readlink(fd) for fd in (pid_dir / "fd").iterdir()}
-            if sockets & {f"socket:[{inode}]" for inode in inodes}:
+        if pid_dir.name.isdigit() and wanted & _open_sockets(pid_dir):
+            try:
                 raw = (pid_dir / "cmdline").read_bytes()
-                return PortOwner(int(pid_dir.name), raw.replace(b"\0", b" ").decode(
-                    errors="replace").strip())
-        except OSError:
-            continue  # gone, or another user's process
+            except OSError:
+                continue  # it has just exited
+            return PortOwner(int(pid_dir.name), raw.replace(b"\0", b" ").decode(
+                errors="replace").strip())
     return None
+
+
+def _open_sockets(pid_dir: Path) -> set[str]:
+    found = set()
+    try:
+        descriptors = list((pid_dir / "fd").iterdir())
+    except OSError:
+        return found  # gone, or another user's process
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            found.add(os.readlink(descriptor))
+    return found
 
 
 def _listening_inodes(port: int, proc: Path) -> set[str]:
