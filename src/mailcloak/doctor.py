@@ -247,7 +247,7 @@ def listening_owner(port: int, proc: Path = Path("/proc")) -> PortOwner | None:
 
 
 def _open_sockets(pid_dir: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     try:
         descriptors = list((pid_dir / "fd").iterdir())
     except OSError:
