@@ -176,6 +176,23 @@ def parse_ip_list(raw: str) -> tuple[str, ...]:
     return items
 
 
+def parse_report_address(raw: str) -> str:
+    """A mailbox for DNS-published report addresses (`mailto:` URIs in TXT records)."""
+    value = raw.strip()
+    local, at, domain = value.rpartition("@")
+    if value and (not at or not local or "." not in domain
+                  or any(c.isspace() or c in ",;!<>\"" for c in value)):
+        raise ValueError("expected one email address such as reports@example.org")
+    return value
+
+
+def parse_mta_sts_max_age(raw: str) -> int:
+    seconds = parse_duration(raw)
+    if seconds > 31_557_600:  # RFC 8461 3.2: at most about one year
+        raise ValueError("at most one year (365d)")
+    return seconds
+
+
 def parse_mode(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"local", "production"}:
@@ -306,6 +323,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("URIBL", "", parse_domain_list,
             "DNS blocklist zones for the domains of links in a message, comma-separated, e.g. "
             "`dbl.spamhaus.org` (empty: off)."),
+    Setting("MTA_STS_MODE", "testing", parse_choice("testing", "enforce"),
+            "MTA-STS policy mode served at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`: "
+            "`testing` (senders only report TLS failures) or `enforce` (senders refuse to "
+            "deliver without valid TLS to the MX; switch once TLS reports show no failures)."),
+    Setting("MTA_STS_MAX_AGE", "7d", parse_mta_sts_max_age,
+            "How long senders cache the MTA-STS policy (at most 365d)."),
+    Setting("REPORTS_ADDRESS", "", parse_report_address,
+            "Mailbox that receives DMARC aggregate reports and TLS-RPT reports, published by "
+            "`mailcloak dns` (empty: DMARC without reports and a TLS-RPT record to complete)."),
     Setting("MAX_QUEUE_LIFETIME", "5d", parse_duration,
             "How long a message keeps being retried before it bounces."),
     Setting("DELIVERY_WORKERS", "8", parse_int,

@@ -8,18 +8,23 @@ MAILCLOAK_DNS_SERVERS, shares the resolver's cache and timeouts, and tests can s
 from __future__ import annotations
 
 import ipaddress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import spf
 
 from mailcloak.mail.auth_message import as_domain
-from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain, get_resolver
+from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain, Resolver, get_resolver
 
 # RFC 7208 4.6.4: a whole check may take at least 20 s before it is a temporary error.
 SPF_TIME_LIMIT = 20.0
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
+
+# A resolver to use instead of the process-wide one in this thread or task (DNS record checks
+# are handed one); pyspf's lookup function has no parameter for it.
+lookup_resolver: ContextVar[Resolver | None] = ContextVar("spf_lookup_resolver", default=None)
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ def _lookup(name: str, qtype: str, strict: object = True,
             timeout: object = None) -> list[tuple[tuple[str, str], Any]]:
     """pyspf's DNSLookup: [((name, type), value), ...]; NXDOMAIN and no records are []."""
     try:
-        records = get_resolver().records_sync(name, qtype)
+        records = (lookup_resolver.get() or get_resolver()).records_sync(name, qtype)
     except NoSuchDomain:
         return []
     except DnsTemporaryError as exc:

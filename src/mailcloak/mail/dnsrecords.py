@@ -1,14 +1,17 @@
 """The DNS records an operator must publish so mail from and to Mailcloak is trusted.
 
 `required_records()` returns them as data; `format_zone()` prints them as zone-file lines
-ready to paste. `mailcloak dns` shows them for every configured domain.
+ready to paste. `mailcloak dns` shows them for every configured domain, and
+mailcloak.mail.dnscheck compares them with what DNS serves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import dns.reversename
 
@@ -18,6 +21,9 @@ from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 TXT_STRING_LIMIT = 255  # one DNS character-string; longer TXT values are split into several
 TTL = 3600
 SERVER_IP_PLACEHOLDER = "<this server's public IP address>"
+REPORTS_PLACEHOLDER = "<a mailbox you read>"
+MTA_STS_PREFIX = "mta-sts."
+MTA_STS_PATH = "/.well-known/mta-sts.txt"
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,54 @@ def spf_value() -> str:
     return "v=spf1 mx -all"
 
 
-def dmarc_value(domain: str) -> str:
+def host_spf_value() -> str:
+    """SPF of the EHLO name, which receivers check for bounces (empty envelope sender)."""
+    return "v=spf1 a -all"
+
+
+def dmarc_value(domain: str, reports_address: str = "") -> str:
     # Strict alignment: Mailcloak always signs with and sends from the alias domain itself.
-    return f"v=DMARC1; p=quarantine; adkim=s; aspf=s; rua=mailto:postmaster@{domain}"
+    value = "v=DMARC1; p=quarantine; adkim=s; aspf=s"
+    return value + (f"; rua=mailto:{reports_address}" if reports_address else "")
 
 
-def domain_records(domain: str, hostname: str, keys: Sequence[DkimKey]) -> list[Record]:
+def dmarc_purpose(domain: str, reports_address: str) -> str:
+    reports = (f"aggregate reports go to {reports_address}" if reports_address else
+               "set MAILCLOAK_REPORTS_ADDRESS to receive aggregate reports")
+    return (f"DMARC: receivers quarantine mail from {domain} that fails SPF and DKIM. Safe from "
+            "day one because Mailcloak signs everything it sends; start with p=none instead "
+            f"if other services also send mail as {domain}. {reports}")
+
+
+def mta_sts_policy(config: mailcloak_settings.Config) -> str:
+    """The RFC 8461 policy file every domain serves at mta-sts.DOMAIN (CRLF line ends)."""
+    lines = ["version: STSv1", f"mode: {config.mta_sts_mode}", f"mx: {config.hostname}",
+             f"max_age: {config.mta_sts_max_age}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def mta_sts_id(policy: str) -> str:
+    """The `id=` of the _mta-sts record: changes exactly when the policy text changes."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
+
+
+def mta_sts_value(config: mailcloak_settings.Config) -> str:
+    return f"v=STSv1; id={mta_sts_id(mta_sts_policy(config))}"
+
+
+def tls_rpt_value(reports_address: str) -> str:
+    return f"v=TLSRPTv1; rua=mailto:{reports_address or REPORTS_PLACEHOLDER}"
+
+
+def web_host(config: mailcloak_settings.Config) -> str:
+    """The host name (or IP) users reach the web app at, from MAILCLOAK_PUBLIC_URL."""
+    return (urlsplit(config.public_url).hostname or "").lower()
+
+
+def domain_records(domain: str, hostname: str, keys: Sequence[DkimKey],
+                   config: mailcloak_settings.Config | None = None) -> list[Record]:
+    config = config or mailcloak_settings.get()
+    reports = config.reports_address
     records = [
         Record(domain, "MX", f"10 {hostname}", f"mail to addresses at {domain} comes here"),
         Record(domain, "TXT", spf_value(), "SPF: only this server sends mail for the domain"),
@@ -48,10 +96,44 @@ def domain_records(domain: str, hostname: str, keys: Sequence[DkimKey]) -> list[
                f"DKIM public key ({key.algorithm}) for selector {key.selector}")
         for key in keys
     ]
-    records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(domain),
-                          "DMARC: receivers quarantine mail that fails SPF and DKIM; "
-                          "aggregate reports go to postmaster"))
-    return records
+    records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(domain, reports),
+                          dmarc_purpose(domain, reports)))
+    records += report_authorisation_records(domain, reports)
+    return records + tls_policy_records(domain, config)
+
+
+def report_authorisation_records(domain: str, reports_address: str) -> list[Record]:
+    """RFC 7489 7.1: a report mailbox at another domain must agree to take the reports."""
+    reports_domain = reports_address.rpartition("@")[2].lower()
+    if not reports_domain or reports_domain == domain:
+        return []
+    return [Record(f"{domain}._report._dmarc.{reports_domain}", "TXT", "v=DMARC1",
+                   f"in the zone of {reports_domain}: accept DMARC reports about {domain}")]
+
+
+def tls_policy_records(domain: str, config: mailcloak_settings.Config) -> list[Record]:
+    """MTA-STS (the policy's id and the host serving it) and TLS-RPT."""
+    host = web_host(config)
+    policy_host = Record(
+        MTA_STS_PREFIX + domain, _host_record_type(host), host,
+        f"MTA-STS: https://{MTA_STS_PREFIX}{domain}{MTA_STS_PATH} must be served by the web "
+        f"app (mode {config.mta_sts_mode}) with a TLS certificate valid for that name")
+    return [
+        Record(f"_mta-sts.{domain}", "TXT", mta_sts_value(config),
+               "MTA-STS: senders must use TLS to the MX; the id changes with the policy"),
+        policy_host,
+        Record(f"_smtp._tls.{domain}", "TXT", tls_rpt_value(config.reports_address),
+               "TLS-RPT: where senders report TLS failures"
+               + ("" if config.reports_address else " (set MAILCLOAK_REPORTS_ADDRESS)")),
+    ]
+
+
+def _host_record_type(host: str) -> str:
+    """How mta-sts.DOMAIN points at the web app: CNAME to its name, or A/AAAA to its IP."""
+    try:
+        return "AAAA" if ipaddress.ip_address(host).version == 6 else "A"
+    except ValueError:
+        return "CNAME"
 
 
 def host_records(hostname: str, server_ips: Sequence[str] = ()) -> list[Record]:
@@ -60,7 +142,7 @@ def host_records(hostname: str, server_ips: Sequence[str] = ()) -> list[Record]:
     records = [
         Record(hostname, _address_type(ip), ip, f"{hostname} is this server") for ip in addresses
     ]
-    records.append(Record(hostname, "TXT", "v=spf1 a -all",
+    records.append(Record(hostname, "TXT", host_spf_value(),
                           "SPF for the EHLO name, checked for bounces (empty envelope sender)"))
     records += [
         Record(_reverse_name(ip), "PTR", hostname,
@@ -88,7 +170,7 @@ def required_records(config: mailcloak_settings.Config, keys: Sequence[DkimKey],
     """Every record to publish: per alias domain, then for the mail server's host name."""
     records: list[Record] = []
     for domain in config.domains:
-        records += domain_records(domain, config.hostname, keys)
+        records += domain_records(domain, config.hostname, keys, config)
     return records + host_records(config.hostname, server_ips)
 
 
@@ -97,7 +179,7 @@ def txt_strings(value: str) -> list[str]:
     return [value[i:i + TXT_STRING_LIMIT] for i in range(0, len(value), TXT_STRING_LIMIT)] or [""]
 
 
-def _zone_value(record: Record) -> str:
+def zone_value(record: Record) -> str:
     if record.type == "TXT":
         return " ".join('"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
                         for part in txt_strings(record.value))
@@ -110,19 +192,29 @@ def _zone_name(name: str) -> str:
     return name if name.startswith("<") else name + "."
 
 
+def zone_line(record: Record, width: int = 0) -> str:
+    """One record as a zone-file line."""
+    return f"{_zone_name(record.name):<{width}}  {TTL} IN {record.type:<5} {zone_value(record)}"
+
+
 def format_zone(records: Sequence[Record]) -> str:
     """Zone-file lines, each after a comment saying what it is for."""
     width = min(40, max((len(_zone_name(record.name)) for record in records), default=0))
     lines: list[str] = []
     for record in records:
         lines.append(f"; {record.purpose}")
-        lines.append(f"{_zone_name(record.name):<{width}}  {TTL} IN {record.type:<4} "
-                     f"{_zone_value(record)}")
+        lines.append(zone_line(record, width))
     return "\n".join(lines) + "\n"
 
 
 def dns_command(server_ips: Sequence[str] = (),
                 config: mailcloak_settings.Config | None = None) -> str:
-    """`mailcloak dns`: the zone-file text for every configured domain."""
+    """`mailcloak dns`: the zone-file text, one section per configured domain, then the host."""
     config = config or mailcloak_settings.get()
-    return format_zone(required_records(config, signing_keys(config), server_ips))
+    keys = signing_keys(config)
+    sections = [f";; {domain}: publish in the zone of {domain}\n"
+                + format_zone(domain_records(domain, config.hostname, keys, config))
+                for domain in config.domains]
+    sections.append(f";; {config.hostname}: the mail server's own name and reverse DNS\n"
+                    + format_zone(host_records(config.hostname, server_ips)))
+    return "\n".join(sections)
