@@ -67,7 +67,8 @@ def scrub_body(fields: list[HeaderField], body: bytes, owner: Identity,
     for part in message.walk():
         if part.get_content_type() == "message/rfc822" and part.is_multipart():
             for attached in part.get_payload():
-                changed |= _scrub_attached_header(attached, owner, pattern, substitute)
+                if isinstance(attached, Message):
+                    changed |= _scrub_attached_header(attached, owner, pattern, substitute)
         elif part.get_content_maintype() == "text" and not part.is_multipart():
             changed |= _scrub_part(part, pattern, substitute)
     if not changed:
