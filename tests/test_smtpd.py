@@ -487,9 +487,16 @@ def test_one_log_line_per_message_without_content_or_addresses(client, alias, ca
     assert "walrus-banana" not in text and "hello" not in text
     assert alias.address.split("@")[0] not in text and "sender@" not in text
     assert "nobody@" not in text
-    messages = [line for line in lines if line.startswith("message ")]
+    facts = [getattr(r, "mailcloak_fields", {}) for r in caplog.records]
+    text += "\n".join(str(fields) for fields in facts)
+    assert "walrus-banana" not in text and "hello" not in text
+    assert alias.address.split("@")[0] not in text and "sender@" not in text
+    assert "nobody@" not in text
+    messages = [r for r in caplog.records if r.getMessage().startswith("message ")]
     queue_id = QueuedMessage.objects.get().queue_id
     assert len(messages) == 1
-    assert messages[0].startswith(f"message {queue_id} 250 2.0.0 ")
-    assert "recipients=1 " in messages[0] and "forwarded=1 " in messages[0]
-    assert any(line.startswith("recipient refused 550 5.1.1 ") for line in lines)
+    logged = messages[0].mailcloak_fields
+    assert (logged["queue_id"], logged["reply"], logged["status"]) == (queue_id, 250, "2.0.0")
+    assert logged["recipients"] == 1 and logged["forwarded"] == 1
+    assert {"decision": "refuse-recipient", "reply": 550, "status": "5.1.1"}.items() <= next(
+        f for f in facts if f.get("decision") == "refuse-recipient").items()

@@ -86,7 +86,7 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
                and "stopped" not in line]
     assert len(started) == 2 and len({line.rsplit(" ", 1)[1] for line in started}) == 2
     assert log.count("stopped") == 2
-    assert log.count(" 250 2.0.0 ") == 4
+    assert log.count(" reply=250 status=2.0.0 ") == 4
     assert "secret-body" not in log and "walrus" not in log
 
 

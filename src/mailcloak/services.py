@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.observability.logsetup import configure_logging
 
 log = logging.getLogger("mailcloak.services")
 
@@ -84,8 +85,7 @@ async def _main(web: bool, smtp: bool, worker: bool) -> int:
 
 
 def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) -> int:
-    logging.basicConfig(level=mailcloak_settings.get().log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(mailcloak_settings.get())
     if migrate:
         from mailcloak.project.database import migrate_database
 

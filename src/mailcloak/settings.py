@@ -408,6 +408,15 @@ SETTINGS: tuple[Setting, ...] = (
             "judge)."),
     Setting("LOG_LEVEL", "info", parse_choice("debug", "info", "warning", "error"),
             "Log verbosity."),
+    Setting("LOG_FORMAT", "text", parse_choice("text", "json"),
+            "Log lines as `key=value` text or as one JSON object per line. Either way they "
+            "carry queue ids, decisions and reply codes, never message content."),
+    Setting("LOG_ADDRESSES", "false", parse_bool,
+            "Log full email addresses, for debugging. Off: an address is logged as a keyed "
+            "hash of its local part and its domain (`[3f9a0c1be2]@example.org`)."),
+    Setting("METRICS_TOKEN", "", parse_str,
+            "Bearer token that Prometheus must send to read `/metrics` (empty: no metrics "
+            "endpoint)."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

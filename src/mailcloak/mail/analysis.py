@@ -24,6 +24,9 @@ from mailcloak.mail.spam.verdict import (
     Sensitivity,
     Verdict,
 )
+from mailcloak.observability.instruments import SPAM_SCAN_SECONDS
+
+DMARC_REJECT_SUMMARY = "The sender's domain says to reject mail that fails DMARC"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Analysis:
         """The main reasons in a line, for the owner's log of rejected mail."""
         top: tuple[Reason, ...] = self.verdict.top_reasons(3)
         if self.auth.dmarc_reject:
-            return "The sender's domain says to reject mail that fails DMARC"
+            return DMARC_REJECT_SUMMARY
         return "; ".join(reason.text for reason in top) or f"spam score {self.verdict.score}"
 
     def headers(self, linesep: bytes = b"\r\n") -> bytes:
@@ -64,10 +67,12 @@ async def analyse(raw: bytes, *, peer_ip: str, helo: str, mail_from: str,
                           mail_from=mail_from, recipients=recipients,
                           authentication_results=auth.authentication_results,
                           auth_reasons=auth.reasons)
-    timeout = mailcloak_settings.get().spam_timeout
+    config = mailcloak_settings.get()
+    timeout = config.spam_timeout
     try:
-        async with asyncio.timeout(timeout):
-            verdict = await get_engine().scan(request, base_thresholds())
+        with SPAM_SCAN_SECONDS.labels(config.spam_engine).time():
+            async with asyncio.timeout(timeout):
+                verdict = await get_engine().scan(request, base_thresholds())
     except TimeoutError:
         raise EngineUnavailable(f"the spam engine did not answer within {timeout} s") from None
     return Analysis(auth, verdict)

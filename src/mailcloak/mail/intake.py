@@ -33,6 +33,8 @@ from mailcloak.mail.rewrite import original_sender
 from mailcloak.mail.sending import send_replies
 from mailcloak.mail.spam.verdict import Action as SpamAction
 from mailcloak.mail.spam.verdict import Direction
+from mailcloak.observability.logsetup import fields
+from mailcloak.quarantine.forwarded import record_forward
 from mailcloak.quarantine.store import log_rejection, quarantine_message, summarise
 
 log = logging.getLogger("mailcloak.smtpd")
@@ -72,12 +74,25 @@ def failed(message: InboundMessage, exc: Exception) -> Outcome:
     if isinstance(exc, UnparseableMessage):
         return Outcome(replies.UNPARSEABLE)
     if isinstance(exc, DatabaseError):
-        log.warning("message %s not stored: database error %s", message.queue_id,
-                    describe(exc))
+        log.warning("message not stored: database error %s", describe(exc),
+                    extra=fields(queue_id=message.queue_id))
         return Outcome(replies.TEMPORARY_FAILURE)
     # A bug must cost a retry, never a lost message or a 250.
-    log.error("message %s not stored: %s", message.queue_id, describe(exc))
+    log.error("message not stored: %s", describe(exc), extra=fields(queue_id=message.queue_id))
     return Outcome(replies.LOCAL_ERROR)
+
+
+def decision(reply: Reply, outcome: Outcome | None) -> str:
+    """What became of a message, for the log: reject or defer when refused, else what was done
+    with its copies ("forward", "quarantine", "forward+reject" ...)."""
+    if not reply.accepted:
+        return "reject" if reply.permanent else "defer"
+    if outcome is None:
+        return "accept"
+    done = (("forward", len(outcome.queue_ids)), ("quarantine", outcome.quarantined),
+            ("reject", outcome.rejected), ("drop", outcome.dropped),
+            ("bounce-report", outcome.bounces))
+    return "+".join(name for name, count in done if count) or "accept"
 
 
 def store(message: InboundMessage) -> Outcome:
@@ -191,6 +206,8 @@ def _forward(message: InboundMessage, alias: Alias, queue_id: str) -> QueuedMess
     queued = enqueue(kind=QueuedMessage.Kind.FORWARD, mail_from=forwarded.mail_from,
                      recipients=[forwarded.recipient], content=content, alias=alias,
                      queue_id=queue_id)
+    record_forward(raw=message.content, alias=alias, queue_id=queue_id, mail_from=message.sender,
+                   verdict=message.analysis.verdict if message.analysis else None)
     Alias.objects.filter(pk=alias.pk).update(forwarded_count=F("forwarded_count") + 1)
     return queued
 

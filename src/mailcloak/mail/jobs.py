@@ -32,6 +32,9 @@ from mailcloak.mail.deliver import (
 )
 from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
 from mailcloak.mail.queue import recipient_domain
+from mailcloak.observability.instruments import DELIVERY_ATTEMPTS
+from mailcloak.observability.logsetup import fields
+from mailcloak.observability.redaction import scrub_addresses
 
 log = logging.getLogger("mailcloak.worker")
 
@@ -149,14 +152,15 @@ def _leased_job(job_id: int, worker_id: str) -> DeliveryJob | None:
     job = (DeliveryJob.objects.select_for_update()
            .filter(id=job_id, leased_by=worker_id, state=DeliveryJob.State.QUEUED).first())
     if job is None:
-        log.warning("job %s is no longer leased to %s; its result is dropped", job_id, worker_id)
+        log.warning("job %s is no longer leased to %s; its result is dropped", job_id, worker_id,
+                    extra=fields(job=job_id))
     return job
 
 
 def _lock_message(message_id: int) -> QueuedMessage:
     """Lock the message row so two workers finishing its last jobs see each other."""
-    return QueuedMessage.objects.select_for_update().only("id", "mail_from", "alias_id").get(
-        id=message_id)
+    return (QueuedMessage.objects.select_for_update()
+            .only("id", "queue_id", "kind", "mail_from", "alias_id").get(id=message_id))
 
 
 def _finish(job: DeliveryJob, state: str, now: datetime) -> None:
@@ -173,7 +177,9 @@ def _bounce(job: DeliveryJob, message: QueuedMessage, reason: str, now: datetime
     Bounce.objects.create(alias_id=message.alias_id, recipient=job.recipient,
                           source=Bounce.Source.DELIVERY, reason=reason, created_at=now,
                           kind=message.kind)
-    log.info("job %s bounced: %s", job.id, reason)
+    log.info("delivery bounced", extra=fields(
+        queue_id=message.queue_id, job=job.id, decision="bounce", domain=job.domain,
+        attempts=job.attempts, reason=scrub_addresses(reason)))
     if message.kind == QueuedMessage.Kind.REPLY:
         reputation.review(message.alias_id)
 
@@ -188,6 +194,10 @@ def _retry_or_expire(job: DeliveryJob, message: QueuedMessage, reason: str,
     job.lease_expires_at = None
     job.leased_by = ""
     job.save()
+    log.info("delivery deferred", extra=fields(
+        queue_id=message.queue_id, job=job.id, decision="defer", domain=job.domain,
+        attempts=job.attempts, reason=scrub_addresses(reason),
+        next_attempt=job.next_attempt_at.isoformat(timespec="seconds")))
 
 
 def _drop_content_when_done(message_id: int) -> None:
@@ -199,10 +209,13 @@ def _drop_content_when_done(message_id: int) -> None:
 def _apply(job: DeliveryJob, message: QueuedMessage, result: DeliveryResult, sent: bytes,
            now: datetime) -> None:
     job.attempts += 1
+    DELIVERY_ATTEMPTS.labels(_RESULT_NAMES.get(type(result), "other")).inc()
     if isinstance(result, Delivered):
         job.delivered_to, job.tls, job.last_error = result.remote[:300], result.tls, ""
         _finish(job, DeliveryJob.State.DELIVERED, now)
-        log.info("job %s delivered to %s%s", job.id, result.remote, " with TLS" * result.tls)
+        log.info("delivered", extra=fields(
+            queue_id=message.queue_id, job=job.id, decision="deliver", domain=job.domain,
+            remote=result.remote, tls=result.tls, reply=result.reply[:3]))
     elif isinstance(result, KeptInLocalOutbox):
         store_in_local_outbox(message.mail_from, job.recipient, sent)
         job.delivered_to, job.last_error = LOCAL_OUTBOX, result.reason
@@ -211,6 +224,10 @@ def _apply(job: DeliveryJob, message: QueuedMessage, result: DeliveryResult, sen
         _bounce(job, message, result.reason, now)
     elif isinstance(result, TemporaryFailure):
         _retry_or_expire(job, message, result.reason, now)
+
+
+_RESULT_NAMES = {Delivered: "delivered", KeptInLocalOutbox: "local_outbox",
+                 PermanentFailure: "permanent_failure", TemporaryFailure: "temporary_failure"}
 
 
 def record_results(delivery: Delivery, results: list[DeliveryResult], sent: bytes,
@@ -269,3 +286,40 @@ def release_leases(worker_id: str) -> int:
     return DeliveryJob.objects.filter(leased_by=worker_id, state=DeliveryJob.State.QUEUED
                                       ).update(lease_expires_at=None, leased_by="")
 
+
+
+# --- an operator's decisions (the admin's queue page) -----------------------------------------
+
+
+def _waiting(job_ids: list[int], now: datetime) -> Q:
+    """Jobs still waiting and in no worker's hands (a leased job may be being delivered)."""
+    lease_free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    return Q(id__in=job_ids, state=DeliveryJob.State.QUEUED) & lease_free
+
+
+def retry_now(job_ids: list[int]) -> int:
+    """Make waiting jobs due at once; returns how many (a worker takes them within a poll)."""
+    now = timezone.now()
+    return DeliveryJob.objects.filter(_waiting(job_ids, now)).update(next_attempt_at=now)
+
+
+def give_up(job_ids: list[int]) -> int:
+    """Bounce waiting jobs now, the way expiry does: a bounce recorded against the alias for its
+    owner to see, the content dropped once nothing waits for it. Returns how many."""
+    done = 0
+    for job_id in job_ids:
+        now = timezone.now()
+        message_id = (DeliveryJob.objects.filter(_waiting([job_id], now))
+                      .values_list("message_id", flat=True).first())
+        if message_id is None:
+            continue
+        with transaction.atomic():
+            message = _lock_message(message_id)  # the message first, as the workers lock
+            job = DeliveryJob.objects.select_for_update().filter(_waiting([job_id], now)).first()
+            if job is None:
+                continue
+            _bounce(job, message, f"5.4.7 delivery given up by the operator after "
+                                  f"{job.attempts} attempts: {job.last_error or 'no error'}", now)
+            _drop_content_when_done(message_id)
+            done += 1
+    return done

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import ssl
 import threading
@@ -34,7 +32,6 @@ from mailcloak.mail.addresses import (
     Address,
     parse_forward_path,
     parse_reverse_path,
-    redact,
     split_path,
 )
 from mailcloak.mail.analysis import Analysis, analyse
@@ -44,6 +41,13 @@ from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
 from mailcloak.mail.spam.verdict import Direction, EngineUnavailable
 from mailcloak.mail.worker import wake as wake_workers
+from mailcloak.observability.instruments import (
+    SMTP_REPLIES,
+    SMTP_SESSIONS,
+    SMTP_SESSIONS_ACTIVE,
+)
+from mailcloak.observability.logsetup import fields
+from mailcloak.observability.redaction import log_key, redact_address
 from mailcloak.settings import Config
 
 log = logging.getLogger("mailcloak.smtpd")
@@ -65,10 +69,9 @@ class ServerOptions:
 
     @classmethod
     def from_config(cls, config: Config) -> ServerOptions:
-        log_key = hmac.new(config.secret_key.encode(), b"mailcloak/log/v1", hashlib.sha256)
         return cls(hostname=config.hostname, max_message_size=config.max_message_size,
                    max_recipients=config.max_recipients, max_connections=config.max_connections,
-                   tls_context=tls.server_context(config), log_key=log_key.digest())
+                   tls_context=tls.server_context(config), log_key=log_key(config.secret_key))
 
 
 class DatabaseThreads:
@@ -127,6 +130,7 @@ class MailcloakEnvelope(Envelope):
         super().__init__()
         self.sender: Address = NULL
         self.decisions: list[policy.Decision] = []  # accepted recipients
+        self.queue_id = ""  # named at MAIL, so every log line of the transaction carries it
         self.data_error: Reply | None = None
 
 
@@ -190,6 +194,7 @@ class SmtpProtocol(SMTP):
         self._replies = self._errors = 0
         self._last_touch = 0.0
         self._committing = self._closing = self._shutdown_requested = False
+        self._counted = False  # whether this session is in SMTP_SESSIONS_ACTIVE
 
     def _create_envelope(self) -> MailcloakEnvelope:
         return MailcloakEnvelope()
@@ -197,13 +202,21 @@ class SmtpProtocol(SMTP):
     async def _handle_client(self) -> None:
         refusal = self._sessions.admit(self)
         if refusal is not None:
-            log.warning("connection refused: %s (peer=%s)", refusal.line, peer_ip(self.session))
+            log.warning("connection refused", extra=fields(
+                decision="refuse-connection", reply=refusal.code, status=refusal.status,
+                peer=peer_ip(self.session)))
             await self._close_with(refusal)
             return
+        SMTP_SESSIONS.inc()
+        SMTP_SESSIONS_ACTIVE.inc()
+        self._counted = True
         await super()._handle_client()
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.live.discard(self)
+        if self._counted:
+            self._counted = False
+            SMTP_SESSIONS_ACTIVE.dec()
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
@@ -361,6 +374,7 @@ class Handler:
         if declared > self.options.max_message_size:
             return replies.MESSAGE_TOO_BIG.line
         envelope.sender = sender
+        envelope.queue_id = new_queue_id()
         envelope.mail_from = str(sender) or "<>"  # aiosmtpd takes an empty one for "no MAIL"
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK.line
@@ -379,18 +393,20 @@ class Handler:
         except DatabaseError as exc:
             log.warning("recipient check failed: database error %s", intake.describe(exc))
             return replies.TEMPORARY_FAILURE.line
+        SMTP_REPLIES.labels("rcpt", decision.reply.code, decision.reply.status).inc()
         if decision.accepted:
             envelope.rcpt_tos.append(decision.recipient)
             envelope.decisions.append(decision)
         else:
-            log.info("recipient refused %s %s peer=%s from=%s to=%s", decision.reply.code,
-                     decision.reply.status, peer_ip(session), self._redact(envelope.sender),
-                     self._redact(recipient))
+            log.info("recipient refused", extra=fields(
+                queue_id=envelope.queue_id, decision="refuse-recipient",
+                reply=decision.reply.code, status=decision.reply.status, peer=peer_ip(session),
+                sender=self._redact(envelope.sender), recipient=self._redact(recipient)))
         return decision.reply.line
 
     async def handle_DATA(self, server: SmtpProtocol, session: Session,
                           envelope: MailcloakEnvelope) -> str:
-        queue_id = new_queue_id()
+        queue_id = envelope.queue_id or new_queue_id()
         if envelope.data_error is not None:
             self._log_message(queue_id, envelope.data_error, session, envelope)
             return envelope.data_error.line
@@ -401,7 +417,7 @@ class Handler:
             self._log_message(queue_id, replies.UNPARSEABLE, session, envelope)
             return replies.UNPARSEABLE.line
         except EngineUnavailable as exc:
-            log.warning("message %s not scanned: %s", queue_id, exc)
+            log.warning("message not scanned: %s", exc, extra=fields(queue_id=queue_id))
             self._log_message(queue_id, replies.SCANNER_UNAVAILABLE, session, envelope)
             return replies.SCANNER_UNAVAILABLE.line
         message = intake.InboundMessage(queue_id=queue_id, sender=str(envelope.sender),
@@ -439,17 +455,19 @@ class Handler:
     def _log_message(self, queue_id: str, reply: Reply, session: Session,
                      envelope: MailcloakEnvelope, outcome: intake.Outcome | None = None) -> None:
         """One line per message decision: never content, addresses only as keyed hashes."""
-        size = len(envelope.content or b"")
-        counts = (f" forwarded={len(outcome.queue_ids)} quarantined={outcome.quarantined}"
-                  f" rejected={outcome.rejected} dropped={outcome.dropped}"
-                  f" bounces={outcome.bounces} queue_ids={','.join(outcome.queue_ids) or '-'}"
-                  if outcome else "")
-        log.info("message %s %s %s peer=%s from=%s recipients=%d size=%d%s", queue_id,
-                 reply.code, reply.status, peer_ip(session), self._redact(envelope.sender),
-                 len(envelope.decisions), size, counts)
+        SMTP_REPLIES.labels("data", reply.code, reply.status).inc()
+        counts = {} if outcome is None else {
+            "forwarded": len(outcome.queue_ids), "quarantined": outcome.quarantined,
+            "rejected": outcome.rejected, "dropped": outcome.dropped,
+            "bounces": outcome.bounces, "queue_ids": ",".join(outcome.queue_ids) or "-"}
+        log.info("message %s", "accepted" if reply.accepted else "refused", extra=fields(
+            queue_id=queue_id, decision=intake.decision(reply, outcome), reply=reply.code,
+            status=reply.status, peer=peer_ip(session), sender=self._redact(envelope.sender),
+            recipients=len(envelope.decisions), size=len(envelope.content or b""), **counts))
 
     def _redact(self, address: Address) -> str:
-        return redact(address, self.options.log_key)
+        return redact_address(address, self.options.log_key)
+
 
 
 def peer_ip(session: Session | None) -> str:

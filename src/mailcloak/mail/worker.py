@@ -51,6 +51,7 @@ from mailcloak.mail.jobs import (
     renew_leases,
 )
 from mailcloak.mail.sign import SigningError, sign_message
+from mailcloak.observability.logsetup import configure_logging
 
 log = logging.getLogger("mailcloak.worker")
 T = TypeVar("T")
@@ -320,8 +321,7 @@ async def run_worker(stop: asyncio.Event, *, worker_id: str | None = None,
 
 def serve() -> int:
     """`mailcloak worker`: run until SIGINT or SIGTERM."""
-    logging.basicConfig(level=mailcloak_settings.get().log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(mailcloak_settings.get())
 
     async def main() -> None:
         stop = asyncio.Event()

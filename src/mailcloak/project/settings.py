@@ -11,6 +11,7 @@ from typing import Any
 import dj_database_url
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.observability.logsetup import logging_config
 
 CONFIG = mailcloak_settings.get()
 DATA_DIR = CONFIG.data_path
@@ -178,11 +179,4 @@ if CONFIG.is_production:
 else:
     CSRF_TRUSTED_ORIGINS = [CONFIG.public_url]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": CONFIG.log_level.upper()},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+LOGGING = logging_config(CONFIG)  # key=value or JSON lines, addresses redacted
