@@ -301,6 +301,9 @@ def test_openapi_schema_is_served_and_docs_are_off(client: Client):
     assert set(schema["paths"]) == {"/api/v1/aliases", "/api/v1/aliases/{alias_id}",
                                     "/api/v1/aliases/{alias_id}/contacts",
                                     "/api/v1/domains", "/api/v1/mailboxes", "/api/v1/tokens",
+                                    "/api/v1/domains/own", "/api/v1/domains/{domain_id}",
+                                    "/api/v1/domains/{domain_id}/verify",
+                                    "/api/v1/domains/{domain_id}/aliases",
                                     *quarantine}
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert "security" not in schema["paths"]["/api/v1/tokens"]["post"]

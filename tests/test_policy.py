@@ -1,6 +1,7 @@
 """The RCPT TO decision for every kind of recipient, and what it costs in queries."""
 
 import pytest
+from django.utils import timezone
 
 from mailcloak.aliases.models import Alias, Domain
 from mailcloak.aliases.services import block_sender, delete_alias
@@ -52,8 +53,10 @@ def test_inactive_domain_is_not_ours(alias):
     assert decide_for(f"nobody@{alias.domain.name}").reply == replies.RELAY_DENIED
 
 
-def test_every_active_domain_is_ours(user, alias):
-    Domain.objects.create(name="custom.test", owner=user)
+def test_every_active_verified_domain_is_ours(user, alias):
+    domain = Domain.objects.create(name="custom.test", owner=user)
+    assert decide_for("nobody@custom.test").reply == replies.RELAY_DENIED  # not verified yet
+    Domain.objects.filter(pk=domain.pk).update(verified_at=timezone.now())
     assert decide_for("nobody@custom.test").reply == replies.UNKNOWN_RECIPIENT
 
 

@@ -1,5 +1,5 @@
-"""Periodic housekeeping run by the workers: the quarantine's retention sweep and digests, and
-pruning of old rate-limit counters.
+"""Periodic housekeeping run by the workers: the quarantine's retention sweep and digests,
+pruning of old rate-limit counters, and the DNS checks of users' own domains.
 
 Every worker process runs this loop, but each task runs on one of them per interval: a task is
 claimed with an atomic "add if absent" in the shared database cache, so several processes or
@@ -44,6 +44,12 @@ def _rate_counters(now: datetime) -> int:
     return prune(now)
 
 
+def _domain_checks(now: datetime) -> int:
+    from mailcloak.aliases.verification import check_due_domains
+
+    return check_due_domains(now)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -55,6 +61,8 @@ TASKS = (
     Task("quarantine-sweep", 3600, _sweep),  # retention: at least hourly
     Task("quarantine-digests", 300, _digests),  # "immediately" means within five minutes
     Task("rate-counters", 3600, _rate_counters),  # sending-limit windows long past
+    # Each domain is checked every MAILCLOAK_DOMAIN_CHECK_INTERVAL; this looks for due ones.
+    Task("domain-checks", 600, _domain_checks),
 )
 
 

@@ -393,6 +393,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Recipients one alias may send to."),
     Setting("ALIAS_CREATIONS_PER_USER", "50/h,300/d", parse_rates,
             "Aliases a user may create (web, API and command line together)."),
+    Setting("CATCH_ALL_CREATIONS_PER_DOMAIN", "20/h", parse_rates,
+            "Aliases a catch-all may create on one user domain (mail to an unknown address "
+            "there creates it); over it the sender gets 450 4.7.1 and tries again later."),
+    Setting("DOMAIN_CHECK_INTERVAL", "6h", parse_duration,
+            "How often the workers check the DNS records of users' own domains."),
+    Setting("DOMAIN_VERIFICATION_GRACE", "24h", parse_duration,
+            "How long a verified user domain may fail its checks (and at least 3 in a row) "
+            "before it stops taking mail, so one DNS outage does not bounce mail."),
     Setting("NEW_ACCOUNT_DAYS", "7", parse_int,
             "Accounts younger than this many days get the reduced limits below."),
     Setting("NEW_ACCOUNT_LIMIT_PERCENT", "20", parse_positive_int,

@@ -6,19 +6,40 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from mailcloak.accounts.models import Mailbox, normalize_address
 
 
+class DomainQuerySet(models.QuerySet["Domain"]):
+    def accepting_mail(self) -> DomainQuerySet:
+        """Domains we take mail for: active, and either an instance domain or verified."""
+        return self.filter(Q(owner__isnull=True) | Q(verified_at__isnull=False), active=True)
+
+
 class Domain(models.Model):
-    """A domain whose addresses are aliases. Instance domains (MAILCLOAK_DOMAINS) have no owner."""
+    """A domain whose addresses are aliases. Instance domains (MAILCLOAK_DOMAINS) have no owner
+    and are always verified; a user's own domain takes mail only while DNS proves it is theirs
+    and points at us (aliases.domains)."""
 
     name = models.CharField(max_length=253, unique=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                               on_delete=models.CASCADE, related_name="domains")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Published as `_mailcloak.NAME TXT "mailcloak-verify=TOKEN"` to prove ownership.
+    verification_token = models.CharField(max_length=64, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)  # None: not (or no longer) verified
+    checked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # A verified domain keeps its verification through a grace period of failed checks.
+    failing_since = models.DateTimeField(null=True, blank=True)
+    failed_checks = models.PositiveIntegerField(default=0)
+    check_results = models.JSONField(default=list, blank=True)  # the last check, for display
+    catch_all = models.BooleanField(
+        default=False, help_text="Mail to an unknown address creates the alias on first mail.")
+
+    objects = DomainQuerySet.as_manager()
 
     class Meta:
         ordering: ClassVar = ["name"]
@@ -29,6 +50,10 @@ class Domain(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.name = self.name.strip().lower().rstrip(".")
         super().save(*args, **kwargs)
+
+    @property
+    def is_verified(self) -> bool:
+        return self.owner_id is None or self.verified_at is not None
 
     @property
     def is_shared(self) -> bool:

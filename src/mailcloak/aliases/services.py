@@ -35,16 +35,17 @@ def sync_configured_domains() -> None:
 
 
 def domains_for(user: User) -> list[Domain]:
-    """Domains on which `user` may create aliases: instance domains and their own."""
+    """Domains on which `user` may create aliases: instance domains and their own verified
+    ones."""
     sync_configured_domains()
-    return list(Domain.objects.filter(Q(owner__isnull=True) | Q(owner=user), active=True))
+    return list(Domain.objects.accepting_mail().filter(Q(owner__isnull=True) | Q(owner=user)))
 
 
 def default_mailbox(user: User) -> Mailbox | None:
     return user.mailboxes.filter(verified_at__isnull=False).order_by("created_at").first()
 
 
-def _charge_creation(user: User) -> None:
+def charge_creation(user: User) -> None:
     """MAILCLOAK_ALIAS_CREATIONS_PER_USER, counted across every node (mail.ratelimit)."""
     rates = mailcloak_settings.get().alias_creations_per_user
     try:
@@ -73,7 +74,7 @@ def create_alias(user: User, *, domain: str | None = None, prefix: str | None = 
         if not PREFIX_PATTERN.match(prefix):
             raise AliasError("a prefix is 1-40 characters of a-z, 0-9, '.', '_' or '-', "
                              "starting and ending with a letter or digit")
-    _charge_creation(user)
+    charge_creation(user)
     for _ in range(10):
         local = f"{prefix}.{random_token(SUFFIX_LENGTH)}" if prefix else random_token(RANDOM_LENGTH)
         address = f"{local}@{domain_name}"

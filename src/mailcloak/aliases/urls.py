@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mailcloak.aliases import views
+from mailcloak.aliases import views, views_domains
 
 app_name = "aliases"
 urlpatterns = [
@@ -12,4 +12,10 @@ urlpatterns = [
     path("<int:pk>/conversations/", views.alias_new_conversation, name="new_conversation"),
     path("blocked/", views.blocked_list, name="blocked"),
     path("blocked/<int:pk>/delete/", views.blocked_delete, name="blocked_delete"),
+    path("domains/", views_domains.domain_list, name="domain_list"),
+    path("domains/<int:pk>/", views_domains.domain_detail, name="domain_detail"),
+    path("domains/<int:pk>/check/", views_domains.domain_check, name="domain_check"),
+    path("domains/<int:pk>/catch-all/", views_domains.domain_catch_all, name="domain_catch_all"),
+    path("domains/<int:pk>/aliases/", views_domains.domain_alias_create, name="domain_alias"),
+    path("domains/<int:pk>/delete/", views_domains.domain_delete, name="domain_delete"),
 ]

@@ -1,26 +1,15 @@
-"""/domains and /mailboxes: what the token owner can create aliases on and forward to."""
+"""/mailboxes: the token owner's real addresses that aliases forward to (domains: domains.py)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest
 from ninja import Router
 
-from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox
-from mailcloak.aliases.services import domains_for
 from mailcloak.api.auth import token_user
-from mailcloak.api.schemas import DomainOut, MailboxOut, errors
+from mailcloak.api.schemas import MailboxOut, errors
 
 router = Router()
-
-
-@router.get("/domains", response={200: list[DomainOut], **errors(401)}, tags=["account"],
-            operation_id="list_domains",
-            summary="Domains you can create aliases on")
-def list_domains(request: HttpRequest) -> list[DomainOut]:
-    default = mailcloak_settings.get().primary_domain
-    return [DomainOut(name=domain.name, shared=domain.is_shared, default=domain.name == default)
-            for domain in domains_for(token_user(request))]
 
 
 @router.get("/mailboxes", response={200: list[MailboxOut], **errors(401)}, tags=["account"],

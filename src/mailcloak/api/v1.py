@@ -16,7 +16,7 @@ from ninja.errors import AuthenticationError, ValidationError
 
 from mailcloak.accounts import tokens
 from mailcloak.aliases.services import AliasError
-from mailcloak.api import account, aliases, quarantine
+from mailcloak.api import account, aliases, domains, quarantine
 from mailcloak.api import tokens as token_routes
 from mailcloak.api.auth import BearerToken
 
@@ -31,6 +31,7 @@ api = NinjaAPI(
 )
 api.add_router("", aliases.router)
 api.add_router("", account.router)
+api.add_router("", domains.router)
 api.add_router("", token_routes.router)
 api.add_router("", quarantine.router)
 

@@ -3,6 +3,8 @@
 Mail is only ever forwarded to the owner's mailbox of an alias found by its exact address, never
 to anything spelled in the recipient address, so no address trick can make us relay. Addresses
 of deleted aliases are refused like unknown ones (their rows are gone; they are never reissued).
+A user's own domain is ours only while it is verified; its catch-all, when on, creates the alias
+for an unknown address on first mail (aliases.catchall).
 
 Runs in a worker thread (it uses the ORM). The common cases cost one indexed lookup, plus the
 blocked-sender check for an alias that takes mail.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from django.db.models import F
 
+from mailcloak.aliases.catchall import alias_on_first_mail
 from mailcloak.aliases.models import Alias, Contact, Domain
 from mailcloak.aliases.services import is_sender_blocked
 from mailcloak.mail import replies, verp
@@ -55,18 +58,20 @@ def decide(sender: Address, recipient: Address, peer: str | None = None) -> Deci
     if verp.is_bounce_local_part(recipient.local):
         return _bounce(address, recipient.domain)
     alias = (Alias.objects.select_related("domain")
-             .only("id", "user_id", "enabled", "disabled_action", "domain__active")
+             .only("id", "user_id", "enabled", "disabled_action", "domain__active",
+                   "domain__owner_id", "domain__verified_at")
              .filter(address=address).first())
     if alias is None:
-        return _no_alias(sender, address, recipient.domain, peer)
-    if not alias.domain.active:
+        return _no_alias(sender, address, recipient, peer)
+    if not alias.domain.active or not alias.domain.is_verified:
         return _reject(replies.RELAY_DENIED, address)
     return _for_alias(alias, sender, address)
 
 
 def serves_domain(name: str) -> bool:
-    """Whether `name` is one of our alias domains (instance or user domains, active)."""
-    return Domain.objects.filter(name=name, active=True).exists()
+    """Whether `name` is one of our alias domains: active, and an instance domain or a user
+    domain while it is verified."""
+    return Domain.objects.accepting_mail().filter(name=name).exists()
 
 
 def _for_alias(alias: Alias, sender: Address, address: str) -> Decision:
@@ -89,14 +94,26 @@ def _bounce(address: str, domain: str) -> Decision:
     return Decision(Action.BOUNCE, replies.RECIPIENT_OK, address, bounce.alias_id)
 
 
-def _no_alias(sender: Address, address: str, domain: str, peer: str | None) -> Decision:
-    if not serves_domain(domain):
+def _no_alias(sender: Address, address: str, recipient: Address,
+              peer: str | None) -> Decision:
+    domain = (Domain.objects.accepting_mail().only("id", "owner_id", "catch_all", "name")
+              .filter(name=recipient.domain).first())
+    if domain is None:
         return _reject(replies.RELAY_DENIED, address)
     contact = (Contact.objects.select_related("alias", "alias__domain")
                .filter(reverse_address=address).first())
     if contact is not None:
         return _reverse_alias(contact, sender, address, peer)
+    if domain.catch_all and domain.owner_id is not None:
+        return _catch_all(domain, recipient, sender, address)
     return _reject(replies.UNKNOWN_RECIPIENT, address)
+
+
+def _catch_all(domain: Domain, recipient: Address, sender: Address, address: str) -> Decision:
+    created = alias_on_first_mail(domain, recipient.local)
+    if isinstance(created, Reply):
+        return _reject(created, address)
+    return _for_alias(created, sender, address)
 
 
 def _reverse_alias(contact: Contact, sender: Address, address: str,
@@ -104,7 +121,7 @@ def _reverse_alias(contact: Contact, sender: Address, address: str,
     """Accepted for now when the envelope sender is one of the owner's verified mailboxes;
     the end of DATA checks From and authentication before anything is sent."""
     alias = contact.alias
-    if not alias.domain.active:
+    if not alias.domain.active or not alias.domain.is_verified:
         return _reject(replies.RELAY_DENIED, address)
     if sender.is_null or not is_owner_mailbox(alias, str(sender)):
         record_refused_reply(alias, mail_from=str(sender), peer_ip=peer or "",

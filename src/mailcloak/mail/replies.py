@@ -65,6 +65,8 @@ SENDER_BLOCKED = Reply(550, "5.7.1", "The recipient does not accept mail from th
 FORGED_REPLY = Reply(550, "5.7.1",
                      "Only the alias owner's verified mailbox may send through this address")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+CATCH_ALL_LIMIT = Reply(450, "4.7.1",
+                        "Too many new addresses at this domain in a short time; try again later")
 
 # --- the message: DATA ----------------------------------------------------------------------
 
