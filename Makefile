@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-sqlite test-postgres lint typecheck install install-test lock clean model
+.PHONY: run test test-sqlite test-postgres lint typecheck validate-deploy install install-test lock clean model
 
 $(VENV)/.installed-run: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -23,13 +23,17 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/mailcloak run
 
-test: install-test lint typecheck test-sqlite test-postgres
+test: install-test lint typecheck validate-deploy test-sqlite test-postgres
 
 lint: install-test
 	$(BIN)/ruff check src tests bench
 
 typecheck: install-test
 	$(BIN)/mypy
+
+# deploy/: systemd units, compose file, Dockerfiles, Rspamd configuration.
+validate-deploy: install-test
+	VENV=$(VENV) scripts/validate-deploy
 
 test-sqlite: install-test
 	$(BIN)/pytest $(PYTEST_ARGS)
