@@ -16,7 +16,7 @@ from ninja.errors import AuthenticationError, ValidationError
 
 from mailcloak.accounts import tokens
 from mailcloak.aliases.services import AliasError
-from mailcloak.api import account, aliases, domains, quarantine
+from mailcloak.api import account, aliases, domains, forwarded, quarantine
 from mailcloak.api import tokens as token_routes
 from mailcloak.api.auth import BearerToken
 
@@ -34,6 +34,7 @@ api.add_router("", account.router)
 api.add_router("", domains.router)
 api.add_router("", token_routes.router)
 api.add_router("", quarantine.router)
+api.add_router("", forwarded.router)
 
 REFUSAL_STATUS: dict[type[tokens.TokenRefused], int] = {
     tokens.TooManyAttempts: 429,

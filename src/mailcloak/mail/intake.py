@@ -90,7 +90,7 @@ def decision(reply: Reply, outcome: Outcome | None) -> str:
     if outcome is None:
         return "accept"
     done = (("forward", len(outcome.queue_ids)), ("quarantine", outcome.quarantined),
-            ("reject", outcome.rejected), ("drop", outcome.dropped),
+            ("reject", outcome.rejected), ("drop", outcome.dropped), ("block", outcome.blocked),
             ("bounce-report", outcome.bounces))
     return "+".join(name for name, count in done if count) or "accept"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from asgiref.sync import async_to_sync
 
@@ -29,5 +30,20 @@ def teach(raw: bytes, *, is_spam: bool) -> bool:
     except Exception as exc:  # an engine's failure must never undo the owner's action
         log.warning("spam engine could not learn a message as %s: %s", label,
                     type(exc).__name__)
+        return False
+    return True
+
+
+def teach_features(features: Sequence[int], *, digest: str, is_spam: bool) -> bool:
+    """Teach the engine from a verdict's features (Verdict.features) when the message itself
+    is gone; False when the configured engine cannot learn that way."""
+    engine = get_engine()
+    learn_features = getattr(engine, "learn_features", None)
+    if not features or not callable(learn_features):
+        return False
+    try:
+        learn_features(features, is_spam=is_spam, digest=digest)
+    except Exception as exc:  # the owner's report stands either way
+        log.warning("spam engine could not learn reported features: %s", type(exc).__name__)
         return False
     return True

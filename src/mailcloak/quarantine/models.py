@@ -122,6 +122,41 @@ class RejectionLog(models.Model):
         return f"{self.mail_from or '(no sender)'}: {self.reason[:60]}"
 
 
+class ForwardedMail(models.Model):
+    """Mail forwarded to its owner, remembered for the retention period so the owner can still
+    say "this was spam". Metadata, plus what the builtin spam filter needs to learn from it
+    (its digest and hashed word features, sealed with the quarantine key): never the content."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="forwarded_mail")
+    alias = models.ForeignKey(Alias, on_delete=models.CASCADE, related_name="forwarded_mail")
+    queue_id = models.CharField(max_length=32)
+    mail_from = models.CharField("envelope sender", max_length=320, blank=True)
+    header_from = models.CharField("From", max_length=998, blank=True)
+    sender_address = models.CharField(max_length=320, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    score = models.FloatField(default=0.0)
+    key_id = models.CharField(max_length=16, blank=True)  # empty: no features were kept
+    features = models.BinaryField(blank=True, default=b"")
+    reported_spam_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    objects = LiveQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+        verbose_name = "forwarded mail"
+        verbose_name_plural = "forwarded mail"
+        indexes: ClassVar = [
+            models.Index(fields=["user", "-created_at"], name="forwarded_user_idx"),
+            models.Index(fields=["expires_at"], name="forwarded_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} to {self.alias_id}"
+
+
 class Activity(models.Model):
     """One thing an owner did in the quarantine. Metadata only: never a subject or content."""
 
@@ -132,6 +167,7 @@ class Activity(models.Model):
         ENABLE_ALIAS = "enable", "Re-enabled an alias"
         DELETE = "delete", "Deleted a message"
         RELEASE = "release", "Released a message (not spam)"
+        SPAM = "spam", "Reported forwarded mail as spam"
 
     class Via(models.TextChoices):
         WEB = "web", "Web"

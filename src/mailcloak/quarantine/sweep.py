@@ -12,17 +12,23 @@ from datetime import datetime
 from django.db import models
 from django.utils import timezone
 
-from mailcloak.quarantine.models import Activity, QuarantinedMessage, RejectionLog
+from mailcloak.quarantine.models import (
+    Activity,
+    ForwardedMail,
+    QuarantinedMessage,
+    RejectionLog,
+)
 
 log = logging.getLogger(__name__)
 
-EXPIRING_MODELS: tuple[type[models.Model], ...] = (QuarantinedMessage, RejectionLog, Activity)
+EXPIRING_MODELS: tuple[type[models.Model], ...] = (
+    QuarantinedMessage, RejectionLog, ForwardedMail, Activity)
 
 
 def sweep_expired(now: datetime | None = None, batch: int = 500) -> int:
-    """Delete every quarantined message, rejection log line and activity entry whose
-    `expires_at` is at or before `now`; returns how many rows went. Each batch is its own
-    short transaction, so a large backlog never holds a long lock."""
+    """Delete every quarantined message, rejection or forwarded-mail log line and activity
+    entry whose `expires_at` is at or before `now`; returns how many rows went. Each batch is
+    its own short transaction, so a large backlog never holds a long lock."""
     now = now or timezone.now()
     total = 0
     for model in EXPIRING_MODELS:

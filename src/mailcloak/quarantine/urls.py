@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mailcloak.quarantine import views, views_actions, views_links
+from mailcloak.quarantine import views, views_actions, views_forwarded, views_links
 
 app_name = "quarantine"
 urlpatterns = [
@@ -15,6 +15,8 @@ urlpatterns = [
     path("delete/", views_actions.bulk_delete, name="bulk_delete"),
     path("undo/", views_actions.undo, name="undo"),
     path("activity/", views.activity_log, name="activity"),
+    path("forwarded/", views_forwarded.forwarded_list, name="forwarded"),
+    path("forwarded/<int:pk>/spam/", views_forwarded.forwarded_spam, name="forwarded_spam"),
     path("settings/", views.preferences, name="settings"),
     path("link/<str:token>/", views_links.action_link, name="link"),
 ]

@@ -163,7 +163,8 @@ class BuiltinEngine:
                                         calibration.text_points(result.probability))
         reasons = [*request.auth_reasons, *rule_reasons, text_reason]
         total = round(sum(reason.score for reason in reasons), 2)
-        return Verdict(total, thresholds.action_for(total), tuple(reasons), self.name)
+        return Verdict(total, thresholds.action_for(total), tuple(reasons), self.name,
+                       features=tuple(analysis.token_ids))
 
     def _test_pattern_verdict(self, raw: bytes, thresholds: Thresholds) -> Verdict | None:
         pattern = testpatterns.find(raw)
@@ -199,6 +200,11 @@ class BuiltinEngine:
         """`learn` for callers that are already in a thread that may use the database (the
         quarantine's actions)."""
         self.store.learn(self.message_token_ids(raw), is_spam=is_spam, digest=message_digest(raw))
+
+    def learn_features(self, features: Sequence[int], *, is_spam: bool, digest: str) -> None:
+        """Learn a message from the features its verdict carried (Verdict.features), for mail
+        whose content is gone (forwarded mail the owner later reports as spam)."""
+        self.store.learn(list(features), is_spam=is_spam, digest=digest)
 
     def message_token_ids(self, raw: bytes) -> list[int]:
         view = parse(raw, scan_limit=self.scan_limit)

@@ -65,6 +65,9 @@ class Verdict:
     action: Action
     reasons: tuple[Reason, ...] = ()
     engine: str = ""
+    # What the engine needs to learn this message later without its content (the builtin
+    # engine's hashed word features); empty for engines that learn from whole messages.
+    features: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def top_reasons(self, count: int = 3) -> tuple[Reason, ...]:
         return tuple(sorted(self.reasons, key=lambda r: -r.score)[:count])
