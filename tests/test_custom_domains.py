@@ -12,6 +12,7 @@ from django.core import mail
 from django.core.cache import cache
 from django.utils import timezone
 
+from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import User
 from mailcloak.aliases.domains import (
     DomainError,
@@ -237,6 +238,7 @@ def test_a_domain_that_lost_verification_is_verified_again_when_fixed(
 def test_workers_check_domains_that_are_due(user: User, zone: Zone,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILCLOAK_DOMAIN_CHECK_INTERVAL", "6h")
+    mailcloak_settings.reset()
     now = timezone.now()
     never = add_domain(user, "never.test")
     zone.publish(never)

@@ -149,7 +149,8 @@ def verify(request: HttpRequest, domain_id: DomainId) -> OwnDomainOut:
     return _out(domain)
 
 
-@router.patch("/domains/{domain_id}", response={200: OwnDomainOut, **errors(401, 404, 422)},
+@router.patch("/domains/{domain_id}",
+              response={200: OwnDomainOut, **errors(400, 401, 404, 422)},
               operation_id="update_domain", summary="Turn the domain's catch-all on or off")
 def update(request: HttpRequest, domain_id: DomainId, data: DomainUpdate) -> OwnDomainOut:
     domain = _own_domain(token_user(request), domain_id)
