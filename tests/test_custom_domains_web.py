@@ -75,6 +75,7 @@ def test_add_a_domain_and_see_every_record_to_publish(logged_in: Client, user: U
                  *(key.txt_record() for key in signing_keys())):
         assert text in page, text
     assert "Aliases can be created once the domain is verified." in page
+    assert 'aria-current="page">Domains</a>' in page  # the main navigation's tab
 
 
 def test_a_bad_domain_name_is_explained(logged_in: Client) -> None:

@@ -9,10 +9,13 @@ from mailcloak.aliases.models import Alias, BlockedSender, Contact, DeletedAlias
 
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "active", "created_at")
-    list_filter = ("active",)
+    list_display = ("name", "owner", "active", "verified_at", "checked_at", "catch_all",
+                    "created_at")
+    list_filter = ("active", "catch_all")
     search_fields = ("name", "owner__email")
     raw_id_fields = ("owner",)
+    readonly_fields = ("verification_token", "checked_at", "failing_since", "failed_checks",
+                       "check_results")
 
 
 @admin.register(Alias)

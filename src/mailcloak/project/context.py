@@ -32,6 +32,8 @@ def page_section(view_name: str) -> tuple[str, str]:
         return "settings", "tokens"
     if view_name.startswith("aliases:blocked"):
         return "blocked", ""
+    if view_name.startswith("aliases:domain"):
+        return "domains", ""
     return view_name.partition(":")[0], ""
 
 
