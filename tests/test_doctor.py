@@ -20,8 +20,10 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from mailcloak import doctor
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail import dns as mail_dns
 from mailcloak.mail.dkimkeys import create_keys
 from tests.support.daemons import canned_server
+from tests.support.dns_server import DnsServer
 from tests.support.processes import free_port
 
 MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
@@ -354,8 +356,22 @@ def test_command_prints_one_line_per_check_and_exits_0_when_nothing_failed(
     assert lines[-1] == "0 failed, 1 warnings, 7 ok"
 
 
-def test_dns_flag_without_the_dns_checker_is_a_warning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "mailcloak.mail.dnscheck", None)  # import fails
-    results = list(doctor.check_dns(config_for(tmp_path), ()))
-    assert [r.status for r in results] == ["warn"] and "mailcloak dns" in results[0].fix
+def test_dns_records_are_checked_with_the_fix_for_each_missing_one(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    create_keys(tmp_path / "dkim")
+    with DnsServer() as server, mail_dns.use_resolver(server.resolver()):
+        server.add("alias.test", "MX", "10 mail.alias.test.")
+        results = list(doctor.check_dns(config, ["127.0.0.1"]))
+    by_check = {result.check: result for result in results}
+    assert by_check["dns MX alias.test"].status == "ok"
+    dkim = by_check["dns DKIM mcr1._domainkey.alias.test"]
+    assert dkim.status == "FAIL" and dkim.message.startswith("missing")
+    assert "mcr1._domainkey.alias.test" in dkim.fix
+    assert any(check.startswith("dns PTR") for check in by_check)  # the host's records too
+
+
+def test_dns_check_without_dkim_keys_fails_once(tmp_path: Path) -> None:
+    config = config_for(tmp_path, **production_settings(tmp_path, trustme.CA()))
+    results = list(doctor.check_dns(config, ()))
+    assert [(r.check, r.status) for r in results] == [("dns", "FAIL")]
+    assert results[0].fix == "run `mailcloak dkim init`"
