@@ -7,8 +7,10 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 
+from mailcloak.mail import jobs
 from mailcloak.mail.models import (
     Bounce,
     DeliveryJob,
@@ -17,6 +19,7 @@ from mailcloak.mail.models import (
     RefusedReply,
     SendingPause,
 )
+from mailcloak.observability.operator import OPERATE_PERMISSION, operator_view
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -49,13 +52,56 @@ class QueuedMessageAdmin(ReadOnlyAdmin):
     inlines = (DeliveryJobInline,)
 
 
+class DeferredFilter(admin.SimpleListFilter):
+    title = "waiting"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("deferred", "Deferred (failed at least once)"), ("new", "Not yet tried")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        queued = queryset.filter(state=DeliveryJob.State.QUEUED)
+        if self.value() == "deferred":
+            return queued.filter(attempts__gt=0)
+        if self.value() == "new":
+            return queued.filter(attempts=0)
+        return queryset
+
+
 @admin.register(DeliveryJob)
 class DeliveryJobAdmin(ReadOnlyAdmin):
-    list_display = ("message", "recipient", "state", "attempts", "next_attempt_at",
-                    "delivered_to", "expires_at")
-    list_filter = ("state",)
+    """The queue. Its operator page (queue and today's figures) is at operator/."""
+
+    list_display = ("message", "domain", "recipient", "state", "attempts", "next_attempt_at",
+                    "short_error", "delivered_to", "expires_at")
+    list_filter = ("state", DeferredFilter)
     search_fields = ("recipient", "domain", "message__queue_id")
     list_select_related = ("message",)
+    actions = ("retry_now", "give_up")
+
+    def get_urls(self) -> list[URLPattern]:
+        operator = self.admin_site.admin_view(
+            lambda request: operator_view(request, self.admin_site))
+        return [path("operator/", operator, name="mail_operator"), *super().get_urls()]
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(OPERATE_PERMISSION)
+
+    @admin.display(description="last error")
+    def short_error(self, job: DeliveryJob) -> str:
+        return job.last_error[:120]
+
+    @admin.action(description="Retry now", permissions=("operate",))
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[DeliveryJob]) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        self.message_user(request, f"{jobs.retry_now(ids)} of {len(ids)} deliveries will be "
+                          "retried within seconds (finished or in-hand ones are skipped).")
+
+    @admin.action(description="Give up and bounce", permissions=("operate",))
+    def give_up(self, request: HttpRequest, queryset: QuerySet[DeliveryJob]) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        self.message_user(request, f"{jobs.give_up(ids)} of {len(ids)} deliveries bounced "
+                          "(finished or in-hand ones are skipped).")
 
 
 @admin.register(Bounce)
