@@ -13,9 +13,11 @@ from django.core.cache import cache
 from django.test import Client
 
 from mailcloak.accounts.models import ApiToken, User
+from mailcloak.aliases import verification
 from mailcloak.aliases.domains import add_domain, create_named_alias
 from mailcloak.aliases.models import Alias, DeletedAlias, Domain
 from mailcloak.mail.dkimkeys import signing_keys
+from mailcloak.settings import Rate
 from tests.support.custom_domains import Zone, verified_domain
 from tests.support.dns_server import DnsServer
 
@@ -99,6 +101,21 @@ def test_check_now_shows_each_records_status_and_verifies(logged_in: Client, use
     assert "Verified since" in page
     assert len(mail.outbox) == 1
     assert "checked.test" in logged_in.get("/aliases/").content.decode()  # offered for aliases
+
+
+def test_check_now_is_limited_per_domain(logged_in: Client, user: User,
+                                        api_client: Callable[[User], Client],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verification, "CHECKS_ON_DEMAND", Rate(2, 3600))
+    domain = add_domain(user, "hammered.test")
+    logged_in.post(f"/aliases/domains/{domain.pk}/check/")
+    assert call(api_client(user), "post", f"/domains/{domain.pk}/verify").status_code == 200
+    checked_at = Domain.objects.get(pk=domain.pk).checked_at
+    page = logged_in.post(f"/aliases/domains/{domain.pk}/check/", follow=True).content.decode()
+    assert "hammered.test was checked 2 times in the last hour; try again later" in page
+    refused = call(api_client(user), "post", f"/domains/{domain.pk}/verify")
+    assert refused.status_code == 400 and "try again later" in refused.data["detail"]
+    assert Domain.objects.get(pk=domain.pk).checked_at == checked_at  # no lookups were made
 
 
 def test_aliases_at_a_chosen_address_from_the_domain_page(logged_in: Client, user: User,

@@ -29,15 +29,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.aliases.domains import ownership_name, ownership_value
+from mailcloak.aliases.domains import DomainError, ownership_name, ownership_value
 from mailcloak.aliases.models import Domain
 from mailcloak.mail import dnscheck
 from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain, Resolver
 from mailcloak.mail.dnscheck import RecordCheck
+from mailcloak.mail.ratelimit import Charge, RateLimited, charge
+from mailcloak.settings import Rate
 
 log = logging.getLogger(__name__)
 
 GRACE_CHECKS = 3
+CHECKS_ON_DEMAND = Rate(20, 3600)  # "check now" per domain: each one is a dozen DNS lookups
 DUE_BATCH = 200  # domains checked per maintenance run; the rest wait for the next run
 OWNERSHIP = "Ownership"
 PROVING = frozenset({OWNERSHIP, dnscheck.MX})  # the kinds that verification needs
@@ -105,6 +108,18 @@ def check_domain(domain: Domain, *, now: datetime | None = None,
             notify_owner(locked, transition)
     domain.refresh_from_db()
     return CheckOutcome(checks, proven, transition)
+
+
+def check_domain_now(domain: Domain) -> CheckOutcome:
+    """The owner's "check now" (web and API), limited per domain so nobody can turn us into
+    a stream of DNS queries aimed at someone's name servers."""
+    try:
+        charge([Charge("domain-checks", str(domain.pk), 1, (CHECKS_ON_DEMAND,))])
+    except RateLimited:
+        raise DomainError(f"{domain.name} was checked {CHECKS_ON_DEMAND.count} times in the "
+                          "last hour; try again later (it is also checked automatically)"
+                          ) from None
+    return check_domain(domain)
 
 
 def record_check(domain: Domain, proven: bool, checks: list[RecordCheck],

@@ -23,7 +23,7 @@ from mailcloak.aliases.domains import (
 from mailcloak.aliases.forms_domains import CatchAllForm, DomainAddForm, NamedAliasForm
 from mailcloak.aliases.models import Domain
 from mailcloak.aliases.services import AliasError
-from mailcloak.aliases.verification import check_domain
+from mailcloak.aliases.verification import check_domain_now
 from mailcloak.mail.dkimkeys import signing_keys
 from mailcloak.project.web import AuthenticatedRequest, form_data
 
@@ -70,7 +70,11 @@ def _detail(request: AuthenticatedRequest, domain: Domain, alias_form: NamedAlia
 @require_POST
 def domain_check(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     domain = _own_domain(request, pk)
-    outcome = check_domain(domain)
+    try:
+        outcome = check_domain_now(domain)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("aliases:domain_detail", pk=domain.pk)
     if domain.verified_at is not None and outcome.proven:
         messages.success(request, f"{domain.name} is verified and receives mail.")
     elif domain.verified_at is not None:

@@ -26,7 +26,7 @@ from mailcloak.aliases.domains import (
 )
 from mailcloak.aliases.models import Alias, Domain
 from mailcloak.aliases.services import domains_for
-from mailcloak.aliases.verification import check_domain
+from mailcloak.aliases.verification import check_domain_now
 from mailcloak.api.auth import token_user
 from mailcloak.api.schemas import (
     MAX_ID,
@@ -140,12 +140,12 @@ def read(request: HttpRequest, domain_id: DomainId) -> OwnDomainOut:
 
 
 @router.post("/domains/{domain_id}/verify",
-             response={200: OwnDomainOut, **errors(401, 404, 422)},
+             response={200: OwnDomainOut, **errors(400, 401, 404, 422)},
              operation_id="verify_domain",
              summary="Check the domain's DNS records now (verifies it when they are right)")
 def verify(request: HttpRequest, domain_id: DomainId) -> OwnDomainOut:
     domain = _own_domain(token_user(request), domain_id)
-    check_domain(domain)
+    check_domain_now(domain)
     return _out(domain)
 
 
