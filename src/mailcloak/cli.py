@@ -16,6 +16,7 @@ from django.db import DatabaseError
 
 from mailcloak import doctor
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail import dns_cli
 from mailcloak.mail.spam import cli as spam_cli
 
 if TYPE_CHECKING:
@@ -165,24 +166,7 @@ def cmd_quarantine_rekey(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dns(args: argparse.Namespace) -> int:
-    from mailcloak.mail.dkimkeys import DkimKeyError
-    from mailcloak.mail.dnsrecords import dns_command
-
-    try:
-        print(dns_command(args.ip), end="")
-    except DkimKeyError as exc:
-        raise CommandError(str(exc)) from None
-    return 0
-
-
-def _ip_address(text: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+_ip_address = dns_cli.ip_address_argument  # the --ip type of `mailcloak check` too
 
 
 # --- argument parsing -----------------------------------------------------------------------
@@ -236,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ).set_defaults(handler=cmd_quarantine_sweep)
     quarantine.add_parser("rekey", help="re-encrypt held mail with MAILCLOAK_QUARANTINE_KEY "
                           "(after a key rotation)").set_defaults(handler=cmd_quarantine_rekey)
-    dns = add("dns", cmd_dns, "print the DNS records to publish for every configured domain")
-    dns.add_argument("--ip", action="append", default=[], type=_ip_address,
-                     help="this server's public IP address (repeat for IPv4 and IPv6)")
+    dns_cli.add_commands(sub)
     spam_cli.add_commands(sub)
     doctor.add_commands(sub)
     return parser

@@ -69,7 +69,8 @@ def _publish(record: Record) -> str:
 
 
 def _dns_failure(kind: str, name: str, expected: str, exc: DnsTemporaryError) -> RecordCheck:
-    return RecordCheck(kind, name, "error", f"no answer from DNS: {exc}", expected,
+    reason = str(exc).split(": ", 1)[-1]  # the message starts with the name and type asked
+    return RecordCheck(kind, name, "error", reason, expected,
                        "DNS did not answer; try again later (check MAILCLOAK_DNS_SERVERS "
                        "and the domain's name servers if it persists)")
 
@@ -395,16 +396,20 @@ def _check_ptr(ip: str, hostname: str, resolver: Resolver) -> RecordCheck:
 
 
 def check_domain(domain: str, *, ips: Sequence[str] = (), resolver: Resolver | None = None,
-                 config: Config | None = None, tls_policies: bool = True) -> list[RecordCheck]:
+                 config: Config | None = None, tls_policies: bool = True,
+                 keys: Sequence[DkimKey] | None = None) -> list[RecordCheck]:
     """Every record `domain` needs: MX, SPF, both DKIM keys, DMARC and, unless `tls_policies`
     is false, MTA-STS and TLS-RPT. `ips` are this server's public addresses for the SPF test
-    (default: the addresses of MAILCLOAK_HOSTNAME)."""
+    (default: the addresses of MAILCLOAK_HOSTNAME); `keys` default to the signing keys.
+
+    The resolver's cache may hold answers from before a record was published: pass a new
+    Resolver when the owner has just changed their DNS."""
     config = config or mailcloak_settings.get()
     resolver = resolver or get_resolver()
     domain = domain.strip().lower().rstrip(".")
     checks = [check_mx(domain, resolver=resolver, config=config),
               check_spf(domain, ips, resolver=resolver, config=config),
-              *check_dkim(domain, resolver=resolver, config=config),
+              *check_dkim(domain, resolver=resolver, config=config, keys=keys),
               check_dmarc(domain, resolver=resolver, config=config)]
     if tls_policies:
         checks += check_mta_sts(domain, resolver=resolver, config=config)
@@ -413,13 +418,14 @@ def check_domain(domain: str, *, ips: Sequence[str] = (), resolver: Resolver | N
 
 
 def check_instance(domains: Sequence[str], ips: Sequence[str] = (), *,
-                   resolver: Resolver | None = None,
-                   config: Config | None = None) -> dict[str, list[RecordCheck]]:
+                   resolver: Resolver | None = None, config: Config | None = None,
+                   keys: Sequence[DkimKey] | None = None) -> dict[str, list[RecordCheck]]:
     """`mailcloak dns check`: each of `domains`, then the host name, keyed by what was checked."""
     config = config or mailcloak_settings.get()
     resolver = resolver or get_resolver()
+    keys = keys if keys is not None else signing_keys(config)
     results: dict[str, list[RecordCheck]] = {
-        domain: check_domain(domain, ips=ips, resolver=resolver, config=config)
+        domain: check_domain(domain, ips=ips, resolver=resolver, config=config, keys=keys)
         for domain in domains}
     results[config.hostname] = check_host(ips, resolver=resolver, config=config)
     return results

@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Answers mta-sts.DOMAIN hosts, which ALLOWED_HOSTS cannot list (users' domains change).
+    "mailcloak.project.mta_sts.MtaStsPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
