@@ -65,6 +65,7 @@ class Delivery:
     signing_domain: str
     content: bytes
     job_ids: dict[str, int] = field(default_factory=dict)  # recipient -> job id
+    queue_id: str = ""  # the message's name in logs
 
     @property
     def recipients(self) -> list[str]:
@@ -128,7 +129,8 @@ def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
             deliveries[key] = Delivery(
                 message.id, message.mail_from, job.domain,
                 _signing_domain(message.mail_from, message.kind, ours, config.primary_domain),
-                bytes(message.content) if message.content is not None else b"")
+                bytes(message.content) if message.content is not None else b"",
+                queue_id=message.queue_id)
         deliveries[key].job_ids[job.recipient] = job.id
     return list(deliveries.values())
 

@@ -51,7 +51,7 @@ from mailcloak.mail.jobs import (
     renew_leases,
 )
 from mailcloak.mail.sign import SigningError, sign_message
-from mailcloak.observability.logsetup import configure_logging
+from mailcloak.observability.logsetup import configure_logging, fields
 
 log = logging.getLogger("mailcloak.worker")
 T = TypeVar("T")
@@ -81,7 +81,8 @@ def prepare(delivery: Delivery) -> bytes:
     try:
         return sign_message(content, delivery.signing_domain)
     except SigningError as exc:
-        log.warning("message %s goes out unsigned: %s", delivery.message_id, exc)
+        log.warning("message goes out unsigned: %s", exc,
+                    extra=fields(queue_id=delivery.queue_id))
         return content
 
 
@@ -100,8 +101,8 @@ def record_outcomes(outcomes: list[Outcome], worker_id: str) -> None:
             try:
                 record_outcome(outcome, worker_id)
             except DatabaseError:
-                log.exception("recording the outcome of message %s failed",
-                              outcome.delivery.message_id)
+                log.exception("recording the outcome of a delivery failed",
+                              extra=fields(queue_id=outcome.delivery.queue_id))
 
 
 class Runner:
@@ -136,17 +137,18 @@ class Runner:
         try:
             sent = await asyncio.to_thread(prepare, delivery)
         except DkimKeyError as exc:
-            log.error("cannot sign message %s: %s", delivery.message_id, exc)
+            log.error("cannot sign message: %s", exc, extra=fields(queue_id=delivery.queue_id))
             return Outcome(delivery, results=[TemporaryFailure(r, f"4.3.5 {exc}")
                                               for r in delivery.recipients])
         except Exception as exc:  # the shunt: keep the jobs, record the error
-            log.exception("preparing message %s failed", delivery.message_id)
+            log.exception("preparing a message failed", extra=fields(queue_id=delivery.queue_id))
             return Outcome(delivery, error=exc)
         try:
             results = await self.deliverer.deliver(delivery.mail_from, delivery.recipients,
                                                    sent)
         except Exception as exc:  # the shunt: keep the jobs, record the error
-            log.exception("delivering message %s failed", delivery.message_id)
+            log.exception("delivering a message failed",
+                          extra=fields(queue_id=delivery.queue_id))
             return Outcome(delivery, sent, error=exc)
         return Outcome(delivery, sent, results)
 
