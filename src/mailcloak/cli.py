@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from mailcloak.accounts.models import User
 
 Handler = Callable[[argparse.Namespace], int]
-SECRET_SETTINGS = {"SECRET_KEY", "RELAYHOST_PASSWORD", "QUARANTINE_KEY", "QUARANTINE_OLD_KEYS"}
+SECRET_SETTINGS = {"SECRET_KEY", "RELAYHOST_PASSWORD", "QUARANTINE_KEY", "QUARANTINE_OLD_KEYS",
+                   "METRICS_TOKEN"}
 
 
 class CommandError(Exception):
