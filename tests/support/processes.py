@@ -63,15 +63,17 @@ def fresh_database(data_dir: Path) -> Iterator[str]:
 class Deployment:
     """A Mailcloak installation in a temporary directory, driven through its command line."""
 
-    def __init__(self, data_dir: Path, database_url: str, **settings: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str, *, host: str = "127.0.0.1",
+                 **settings: str) -> None:
         self.data_dir = data_dir
-        self.smtp_port = free_port()
+        self.host = host  # where `mailcloak smtpd` listens (a node of several: 127.0.0.21...)
+        self.smtp_port = free_port(host)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCLOAK_")}
         self.env |= {
             "MAILCLOAK_DATA_DIR": str(data_dir),
             "MAILCLOAK_DATABASE_URL": database_url,
             "MAILCLOAK_DOMAINS": "alias.test",
-            "MAILCLOAK_SMTP_LISTEN": f"127.0.0.1:{self.smtp_port}",
+            "MAILCLOAK_SMTP_LISTEN": f"{host}:{self.smtp_port}",
             "MAILCLOAK_LOG_LEVEL": "warning",
             # The suite's loopback DNS server (tests/conftest.py), never the machine's resolver.
             "MAILCLOAK_DNS_SERVERS": os.environ.get("MAILCLOAK_DNS_SERVERS", "127.0.0.1:9"),
@@ -91,7 +93,7 @@ class Deployment:
         process = subprocess.Popen([MAILCLOAK, *args], env=self.env, stdout=log, stderr=log)
         self.processes[name] = process
         if args[0] in {"smtpd", "run"}:
-            wait_for_port("127.0.0.1", self.smtp_port)
+            wait_for_port(self.host, self.smtp_port)
         return process
 
     def kill(self, name: str) -> None:

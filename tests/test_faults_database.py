@@ -1,0 +1,132 @@
+"""The database failing under a running `mailcloak smtpd`: a 451 for what cannot be stored,
+never a 250 that is lost, and mail accepted again as soon as storage is back, without a restart.
+
+Real processes: `mailcloak smtpd` and `mailcloak worker` on a throwaway PostgreSQL cluster that
+the test stops and starts; and on a SQLite database on a tiny tmpfs that the test fills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import smtplib
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import throwaway_cluster
+from tests.support.processes import Deployment
+from tests.support.sink import SmtpSink
+
+pytestmark = pytest.mark.slow
+
+LENIENT_SPAM = {"spam_quarantine_score": "1000", "spam_reject_score": "2000"}
+
+
+def message(alias: str, subject: str, body: str = "Hello there.\r\n") -> bytes:
+    return (f"From: Jane <jane@example.org>\r\nTo: <{alias}>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '-')}@example.org>\r\n\r\n{body}").encode()
+
+
+def subjects(sink: SmtpSink) -> list[str]:
+    return [m.content.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for m in sink.messages]
+
+
+def set_up(deployment: Deployment) -> str:
+    """Tables, an owner and an alias; returns the alias."""
+    deployment.cli("migrate")
+    deployment.cli("user", "add", "owner@mailbox.test")
+    return deployment.cli("alias", "add", "owner@mailbox.test").strip().splitlines()[-1]
+
+
+def test_a_postgresql_restart_tempfails_then_mail_flows_again(tmp_path: Path) -> None:
+    with SmtpSink("127.0.0.3") as sink, throwaway_cluster() as cluster:
+        deployment = Deployment(tmp_path, cluster.url, **LENIENT_SPAM,
+                                transports=f"mailbox.test=[127.0.0.3]:{sink.port}")
+        alias = set_up(deployment)
+        try:
+            deployment.start("smtpd", "smtpd")
+            deployment.start("worker", "worker")
+            with smtplib.SMTP("127.0.0.1", deployment.smtp_port, timeout=30) as client:
+                client.sendmail("jane@example.org", [alias], message(alias, "before"))
+                assert sink.wait_for(lambda s: subjects(s) == ["before"], timeout=30)
+
+                client.ehlo("client.example.org")
+                assert client.mail("jane@example.org")[0] == 250
+                assert client.rcpt(alias)[0] == 250
+                cluster.stop()  # the database goes away between RCPT and DATA
+                code, text = client.data(message(alias, "during"))
+                assert (code, text[:5]) == (451, b"4.3.0"), text
+
+            with smtplib.SMTP("127.0.0.1", deployment.smtp_port, timeout=30) as client:
+                client.ehlo("client.example.org")
+                client.mail("jane@example.org")
+                code, text = client.rcpt(alias)  # the alias cannot be looked up either
+                assert (code, text[:5]) == (451, b"4.3.0")
+
+            cluster.start()
+            with smtplib.SMTP("127.0.0.1", deployment.smtp_port, timeout=30) as client:
+                assert client.sendmail("jane@example.org", [alias],
+                                       message(alias, "after")) == {}
+            assert sink.wait_for(lambda s: len(s.messages) == 2, timeout=30)
+        finally:
+            deployment.stop_all()
+    assert subjects(sink) == ["before", "after"]  # what got a 451 is the client's to resend
+
+
+# --- disk full --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
+                    f"{mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(filesystem: Path) -> Path:
+    """Write a file until the filesystem has no room left; returns it."""
+    filler = filesystem / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def stored_messages(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return int(conn.execute("SELECT count(*) FROM mail_queuedmessage").fetchone()[0])
+
+
+def test_a_full_disk_tempfails_then_mail_is_accepted_once_there_is_room(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "disk", "16m") as disk:
+        database = disk / "mailcloak.sqlite3"
+        deployment = Deployment(tmp_path, f"sqlite:///{database}", **LENIENT_SPAM)
+        alias = set_up(deployment)
+        try:
+            deployment.start("smtpd", "smtpd")
+            filler = fill(disk)
+            big = message(alias, "too big for the disk", "line of text\r\n" * 20_000)
+            with smtplib.SMTP("127.0.0.1", deployment.smtp_port, timeout=30) as client:
+                with pytest.raises(smtplib.SMTPDataError) as refused:
+                    client.sendmail("jane@example.org", [alias], big)
+                assert refused.value.smtp_code == 451
+                filler.unlink()
+                assert client.sendmail("jane@example.org", [alias], big) == {}
+        finally:
+            deployment.stop_all()
+        assert stored_messages(database) == 1
