@@ -325,3 +325,16 @@ def test_results_are_plain_frozen_values() -> None:
         check.status = "wrong"  # type: ignore[misc]
     assert check.ok
 
+
+
+def test_a_subdomain_may_follow_its_parents_dmarc_record(server: DnsServer) -> None:
+    config = make_config(domains="alias.example,mail.provider.example")
+    server.add("_dmarc.provider.example", "TXT", "v=DMARC1; p=reject; sp=quarantine")
+    check = check_dmarc("mail.provider.example", resolver=server.resolver(), config=config)
+    assert (check.status, check.found) == (
+        "ok", "inherited from _dmarc.provider.example: v=DMARC1; p=reject; sp=quarantine")
+    server.remove("_dmarc.provider.example")
+    server.add("_dmarc.provider.example", "TXT", "v=DMARC1; p=reject; sp=sometimes")
+    check = check_dmarc("mail.provider.example", resolver=server.resolver(), config=config)
+    assert check.status == "missing"
+    assert check.fix.startswith("publish: _dmarc.mail.provider.example.")

@@ -3,6 +3,7 @@ a DNS server on loopback, are what the second accepts; broken ones get a fix and
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +165,17 @@ def test_missing_keys_in_production_are_a_clear_error(tmp_path: Path, instance: 
         status, out, err = run(capsys, *argv)
         assert (status, out) == (1, "")
         assert err.startswith("mailcloak: DKIM key ") and "run `mailcloak dkim init`" in err
+
+
+def test_a_resolver_that_never_answers_is_one_clear_error(instance: None,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never read: queries go unanswered
+        resolver = mail_dns.Resolver([mail_dns.parse_server(
+            f"127.0.0.1:{silent.getsockname()[1]}")], timeout=0.1, lifetime=0.2)
+        with mail_dns.use_resolver(resolver):
+            status, out, err = run(capsys, "dns", "check")
+    assert (status, out) == (1, "")
+    assert err == ("mailcloak: DNS does not answer (DNS timeout): check MAILCLOAK_DNS_SERVERS "
+                   "or /etc/resolv.conf\n")

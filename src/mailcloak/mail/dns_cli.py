@@ -85,12 +85,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"mailcloak: {args.domain} is not a domain of this instance "
               f"(MAILCLOAK_DOMAINS: {', '.join(config.domains)})", file=sys.stderr)
         return 2
+    silence = _resolver_silence()
+    if silence:
+        raise _error(f"DNS does not answer ({silence}): check MAILCLOAK_DNS_SERVERS or "
+                     "/etc/resolv.conf")
     try:
         results = check_instance(domains, args.ip, config=config)
     except DkimKeyError as exc:
         raise _error(str(exc)) from None
     print(format_report(results), end="")
     return 0 if all(check.ok for checks in results.values() for check in checks) else 1
+
+
+def _resolver_silence() -> str:
+    """Why the resolver gives no answers at all ("" when it answers): asked once, so a dead
+    resolver is one message instead of a timeout for every record."""
+    from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain, get_resolver
+
+    try:
+        get_resolver().records_sync(".", "NS")
+    except NoSuchDomain:
+        pass  # an answer all the same
+    except DnsTemporaryError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return ""
 
 
 def _chosen_domains(requested: str | None, configured: Sequence[str]) -> list[str] | None:

@@ -21,7 +21,7 @@ import spf
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail import auth_spf
-from mailcloak.mail.auth_dmarc import POLICIES, is_dmarc
+from mailcloak.mail.auth_dmarc import POLICIES, is_dmarc, organizational_domain
 from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 from mailcloak.mail.dns import DnsTemporaryError, NoSuchDomain, Resolver, get_resolver
 from mailcloak.mail.dnsrecords import (
@@ -257,8 +257,11 @@ def check_dmarc(domain: str, *, resolver: Resolver | None = None,
     record = Record(name, "TXT", expected, "")
     try:
         found = [text for text in _txt(resolver, name) if is_dmarc(text)]
+        inherited = "" if found else _inherited_dmarc(domain, resolver)
     except DnsTemporaryError as exc:
         return _dns_failure(DMARC, name, expected, exc)
+    if inherited:
+        return RecordCheck(DMARC, name, "ok", inherited, expected, "")
     if not found:
         return RecordCheck(DMARC, name, "missing", "no DMARC record", expected,
                            _publish(record))
@@ -271,6 +274,21 @@ def check_dmarc(domain: str, *, resolver: Resolver | None = None,
         return RecordCheck(DMARC, name, "wrong", found[0], expected,
                            f"p= must be one of {', '.join(POLICIES)}: {zone_line(record)}")
     return RecordCheck(DMARC, name, "ok", found[0], expected, "")
+
+
+def _inherited_dmarc(domain: str, resolver: Resolver) -> str:
+    """RFC 7489 6.6.3: without its own record, a subdomain follows its organisational domain's
+    (its sp= policy). Returns where that record was found, or "" when there is no usable one."""
+    parent = organizational_domain(domain)
+    if parent == domain:
+        return ""
+    found = [text for text in _txt(resolver, f"_dmarc.{parent}") if is_dmarc(text)]
+    if len(found) != 1:
+        return ""
+    tags = _tags(found[0])
+    if tags.get("sp", tags.get("p", "")).lower() not in POLICIES:
+        return ""
+    return f"inherited from _dmarc.{parent}: {found[0]}"
 
 
 # --- MTA-STS and TLS-RPT --------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 
 TXT_STRING_LIMIT = 255  # one DNS character-string; longer TXT values are split into several
 TTL = 3600
+COMMENT_WIDTH = 96
 SERVER_IP_PLACEHOLDER = "<this server's public IP address>"
 REPORTS_PLACEHOLDER = "<a mailbox you read>"
 MTA_STS_PREFIX = "mta-sts."
@@ -51,8 +53,8 @@ def dmarc_value(domain: str, reports_address: str = "") -> str:
 
 
 def dmarc_purpose(domain: str, reports_address: str) -> str:
-    reports = (f"aggregate reports go to {reports_address}" if reports_address else
-               "set MAILCLOAK_REPORTS_ADDRESS to receive aggregate reports")
+    reports = (f"Aggregate reports go to {reports_address}." if reports_address else
+               "Set MAILCLOAK_REPORTS_ADDRESS to receive aggregate reports.")
     return (f"DMARC: receivers quarantine mail from {domain} that fails SPF and DKIM. Safe from "
             "day one because Mailcloak signs everything it sends; start with p=none instead "
             f"if other services also send mail as {domain}. {reports}")
@@ -116,8 +118,11 @@ def tls_policy_records(domain: str, config: mailcloak_settings.Config) -> list[R
     host = web_host(config)
     policy_host = Record(
         MTA_STS_PREFIX + domain, _host_record_type(host), host,
-        f"MTA-STS: https://{MTA_STS_PREFIX}{domain}{MTA_STS_PATH} must be served by the web "
-        f"app (mode {config.mta_sts_mode}) with a TLS certificate valid for that name")
+        f"MTA-STS: https://{MTA_STS_PREFIX}{domain}{MTA_STS_PATH} must reach the web app "
+        "through a TLS certificate valid for that name. Its mode is "
+        f"{config.mta_sts_mode}" + ("" if config.mta_sts_mode == "enforce" else
+                                   "; set MAILCLOAK_MTA_STS_MODE=enforce once TLS reports "
+                                   "show no failures"))
     return [
         Record(f"_mta-sts.{domain}", "TXT", mta_sts_value(config),
                "MTA-STS: senders must use TLS to the MX; the id changes with the policy"),
@@ -202,7 +207,8 @@ def format_zone(records: Sequence[Record]) -> str:
     width = min(40, max((len(_zone_name(record.name)) for record in records), default=0))
     lines: list[str] = []
     for record in records:
-        lines.append(f"; {record.purpose}")
+        lines += textwrap.wrap(record.purpose, COMMENT_WIDTH, initial_indent="; ",
+                               subsequent_indent="; ", break_on_hyphens=False)
         lines.append(zone_line(record, width))
     return "\n".join(lines) + "\n"
 
