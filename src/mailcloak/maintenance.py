@@ -50,6 +50,12 @@ def _domain_checks(now: datetime) -> int:
     return check_due_domains(now)
 
 
+def _delivery_records(now: datetime) -> int:
+    from mailcloak.mail.retention import prune_delivery_records
+
+    return prune_delivery_records(now)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -61,6 +67,7 @@ TASKS = (
     Task("quarantine-sweep", 3600, _sweep),  # retention: at least hourly
     Task("quarantine-digests", 300, _digests),  # "immediately" means within five minutes
     Task("rate-counters", 3600, _rate_counters),  # sending-limit windows long past
+    Task("delivery-records", 3600, _delivery_records),  # MAILCLOAK_DELIVERY_RECORD_DAYS
     # Each domain is checked every MAILCLOAK_DOMAIN_CHECK_INTERVAL; this looks for due ones.
     Task("domain-checks", 600, _domain_checks),
 )

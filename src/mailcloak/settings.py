@@ -193,6 +193,13 @@ def parse_mta_sts_max_age(raw: str) -> int:
     return seconds
 
 
+def parse_record_days(raw: str) -> int:
+    days = parse_positive_int(raw)
+    if days < 7:
+        raise ValueError("at least 7 days (sending reputation looks back 7 days)")
+    return days
+
+
 def parse_mode(raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"local", "production"}:
@@ -374,6 +381,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUARANTINE_DAYS", "7", parse_positive_int,
             "Days blocked mail stays in its owner's quarantine (and rejections in its log) "
             "before it is deleted for good."),
+    Setting("DELIVERY_RECORD_DAYS", "30", parse_record_days,
+            "Days the record of a delivered or bounced message (envelope sender, recipients, "
+            "receiving server, last error) and the bounces and refused replies shown to alias "
+            "owners are kept before they are deleted (at least 7, the span sending reputation "
+            "looks at). The content itself goes as soon as the message is delivered."),
     Setting("QUARANTINE_KEY", "", parse_key,
             "Key that encrypts quarantined mail (32 bytes, base64). When unset one is generated "
             "into `DATA_DIR/quarantine.key` on first use; nodes sharing a database need the "

@@ -34,6 +34,7 @@ def describe_duration(period: timedelta) -> str:
 class Retention:
     quarantine: str  # held mail, rejection log, forwarded-mail list
     queue_lifetime: str  # longest a message waits in the delivery queue
+    delivery_records: str  # records of finished deliveries, bounces, refused replies
     activity: str
     rate_counters: str
     reputation_window: str
@@ -47,6 +48,7 @@ def current_retention() -> Retention:
     return Retention(
         quarantine=describe_duration(timedelta(days=config.quarantine_days)),
         queue_lifetime=describe_duration(timedelta(seconds=config.max_queue_lifetime)),
+        delivery_records=describe_duration(timedelta(days=config.delivery_record_days)),
         activity=describe_duration(ACTIVITY_RETENTION),
         rate_counters=describe_duration(KEEP_WINDOWS_FOR),
         reputation_window=describe_duration(REPUTATION_WINDOW),
