@@ -29,10 +29,12 @@ from mailcloak.mail.dnsrecords import (
     Record,
     dmarc_value,
     host_spf_value,
+    mta_sts_host_record,
     mta_sts_id,
     mta_sts_policy,
+    mta_sts_record,
     spf_value,
-    tls_policy_records,
+    tls_rpt_record,
     zone_line,
 )
 
@@ -229,9 +231,11 @@ def _check_dkim_key(domain: str, key: DkimKey, resolver: Resolver,
         target = f"{key.selector}._domainkey.{config.primary_domain}"
         fix += f"  (or a CNAME to our key: {zone_line(Record(name, 'CNAME', target, ''))})"
     try:
-        found = _versioned(_txt(resolver, name), "DKIM1") or _txt(resolver, name)
+        published = _txt(resolver, name)
     except DnsTemporaryError as exc:
         return _dns_failure(DKIM, name, expected, exc)
+    # v=DKIM1 is optional (RFC 6376 3.6.1), but where some records carry it, they are the keys
+    found = _versioned(published, "DKIM1") or published
     if not found:
         return RecordCheck(DKIM, name, "missing", "no DKIM key", expected, fix)
     tags = _tags(found[0])
@@ -299,13 +303,12 @@ def check_mta_sts(domain: str, *, resolver: Resolver | None = None,
     """The _mta-sts record with the current policy id, and a host serving the policy."""
     config = config or mailcloak_settings.get()
     resolver = resolver or get_resolver()
-    sts_record, host_record, _ = tls_policy_records(domain, config)
-    return [_check_mta_sts_id(domain, sts_record, mta_sts_id(mta_sts_policy(config)), resolver),
-            _check_policy_host(domain, host_record, resolver)]
+    policy_id = mta_sts_id(mta_sts_policy(config))
+    return [_check_mta_sts_id(mta_sts_record(domain, config), policy_id, resolver),
+            _check_policy_host(domain, mta_sts_host_record(domain, config), resolver)]
 
 
-def _check_mta_sts_id(domain: str, record: Record, policy_id: str,
-                      resolver: Resolver) -> RecordCheck:
+def _check_mta_sts_id(record: Record, policy_id: str, resolver: Resolver) -> RecordCheck:
     try:
         found = _versioned(_txt(resolver, record.name), "STSv1")
     except DnsTemporaryError as exc:
@@ -339,7 +342,7 @@ def check_tls_rpt(domain: str, *, resolver: Resolver | None = None,
     """_smtp._tls.DOMAIN must hold one TLS-RPT record with a report address."""
     config = config or mailcloak_settings.get()
     resolver = resolver or get_resolver()
-    record = tls_policy_records(domain, config)[2]
+    record = tls_rpt_record(domain, config)
     publish = _publish(record)
     if not config.reports_address:
         publish = f"set MAILCLOAK_REPORTS_ADDRESS to a mailbox you read, then {publish}"

@@ -115,26 +115,34 @@ def report_authorisation_records(domain: str, reports_address: str) -> list[Reco
 
 def tls_policy_records(domain: str, config: mailcloak_settings.Config) -> list[Record]:
     """MTA-STS (the policy's id and the host serving it) and TLS-RPT."""
+    return [mta_sts_record(domain, config), mta_sts_host_record(domain, config),
+            tls_rpt_record(domain, config)]
+
+
+def mta_sts_record(domain: str, config: mailcloak_settings.Config) -> Record:
+    return Record(f"_mta-sts.{domain}", "TXT", mta_sts_value(config),
+                  "MTA-STS: senders must use TLS to the MX; the id changes with the policy")
+
+
+def mta_sts_host_record(domain: str, config: mailcloak_settings.Config) -> Record:
+    """mta-sts.DOMAIN points at the web app: a CNAME to its name, or A/AAAA to its IP."""
     host = web_host(config)
-    policy_host = Record(
+    switch = ("" if config.mta_sts_mode == "enforce" else
+              "; set MAILCLOAK_MTA_STS_MODE=enforce once TLS reports show no failures")
+    return Record(
         MTA_STS_PREFIX + domain, _host_record_type(host), host,
         f"MTA-STS: https://{MTA_STS_PREFIX}{domain}{MTA_STS_PATH} must reach the web app "
-        "through a TLS certificate valid for that name. Its mode is "
-        f"{config.mta_sts_mode}" + ("" if config.mta_sts_mode == "enforce" else
-                                   "; set MAILCLOAK_MTA_STS_MODE=enforce once TLS reports "
-                                   "show no failures"))
-    return [
-        Record(f"_mta-sts.{domain}", "TXT", mta_sts_value(config),
-               "MTA-STS: senders must use TLS to the MX; the id changes with the policy"),
-        policy_host,
-        Record(f"_smtp._tls.{domain}", "TXT", tls_rpt_value(config.reports_address),
-               "TLS-RPT: where senders report TLS failures"
-               + ("" if config.reports_address else " (set MAILCLOAK_REPORTS_ADDRESS)")),
-    ]
+        f"through a TLS certificate valid for that name. Its mode is {config.mta_sts_mode}"
+        + switch)
+
+
+def tls_rpt_record(domain: str, config: mailcloak_settings.Config) -> Record:
+    return Record(f"_smtp._tls.{domain}", "TXT", tls_rpt_value(config.reports_address),
+                  "TLS-RPT: where senders report TLS failures"
+                  + ("" if config.reports_address else " (set MAILCLOAK_REPORTS_ADDRESS)"))
 
 
 def _host_record_type(host: str) -> str:
-    """How mta-sts.DOMAIN points at the web app: CNAME to its name, or A/AAAA to its IP."""
     try:
         return "AAAA" if ipaddress.ip_address(host).version == 6 else "A"
     except ValueError:
