@@ -69,6 +69,7 @@ def test_addresses_in_free_text_are_redacted_once() -> None:
     assert scrubbed.startswith("mx.example[192.0.2.1] said: 550 5.1.1 <[")
     assert scrub_addresses(scrubbed, KEY) == scrubbed  # a redacted address is no address
     assert "jürgen" not in scrub_addresses("from jürgen@example.de", KEY)  # SMTPUTF8
+    assert "leser" not in scrub_addresses("to leser@bücher.example", KEY)  # IDN
     assert scrub_addresses("no address here", KEY) == "no address here"
 
 

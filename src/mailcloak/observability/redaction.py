@@ -20,7 +20,7 @@ from mailcloak import settings as mailcloak_settings
 
 NULL_SENDER = "<>"
 _ATEXT = r"\w!#$%&'*+/=?^`{|}~.-"  # the characters of a local part (RFC 5322 atext, dots)
-_ADDRESS = re.compile(rf"(?<![{_ATEXT}])([{_ATEXT}]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+_ADDRESS = re.compile(rf"(?<![{_ATEXT}])([{_ATEXT}]+)@([\w-]+(?:\.[\w-]+)+)")
 
 
 @functools.lru_cache(maxsize=4)
