@@ -482,13 +482,8 @@ def test_stopping_lets_a_message_being_stored_get_its_reply(alias, monkeypatch):
 def test_one_log_line_per_message_without_content_or_addresses(client, alias, caplog):
     caplog.set_level(logging.DEBUG)
     transaction(client, [alias.address, "nobody@alias.test"])
-    lines = [r.getMessage() for r in caplog.records]
-    text = "\n".join(lines)
-    assert "walrus-banana" not in text and "hello" not in text
-    assert alias.address.split("@")[0] not in text and "sender@" not in text
-    assert "nobody@" not in text
     facts = [getattr(r, "mailcloak_fields", {}) for r in caplog.records]
-    text += "\n".join(str(fields) for fields in facts)
+    text = "\n".join([r.getMessage() for r in caplog.records] + [str(f) for f in facts])
     assert "walrus-banana" not in text and "hello" not in text
     assert alias.address.split("@")[0] not in text and "sender@" not in text
     assert "nobody@" not in text
