@@ -292,7 +292,9 @@ def test_builtin_engine_with_a_missing_model_fails(tmp_path: Path) -> None:
     assert result.status == "FAIL" and "mailcloak spam train" in result.fix
 
 
-def test_rspamd_answering_ping_is_ok(tmp_path: Path, pong_server: int) -> None:
+def test_rspamd_answering_ping_is_ok(tmp_path: Path, pong_server: int,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")  # never used for Rspamd
     url = f"http://127.0.0.1:{pong_server}"
     config = config_for(tmp_path, spam_engine="rspamd", rspamd_url=url,
                         rspamd_controller_url=url)
