@@ -4,8 +4,12 @@ real SMTP server, a real delivery worker and a real receiving server on loopback
 from __future__ import annotations
 
 import multiprocessing
+import os
 import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -171,3 +175,23 @@ def test_open_sessions_of_dead_processes_do_not_count(db: None) -> None:
     child.join(30)
     assert child.exitcode == 0
     assert value(samples(exposition()), "mailcloak_smtp_sessions_active") == before
+
+
+def test_an_unwritable_data_directory_keeps_samples_in_memory(tmp_path: Path) -> None:
+    """A command that cannot write the data directory must not fail on import: it keeps its
+    own samples. (A path under a plain file cannot be made, whoever runs the test.)"""
+    (tmp_path / "file").write_text("")
+    env = {key: value for key, value in os.environ.items()
+           if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(MAILCLOAK_DATA_DIR=str(tmp_path / "file" / "data"),
+               MAILCLOAK_SECRET_KEY="s" * 40)
+    code = ("from mailcloak.observability import SHARED_METRICS\n"
+            "from mailcloak.observability.instruments import SMTP_SESSIONS\n"
+            "from prometheus_client import REGISTRY, generate_latest\n"
+            "SMTP_SESSIONS.inc()\n"
+            "print(SHARED_METRICS, generate_latest(REGISTRY).decode())\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("None ")
+    assert "mailcloak_smtp_sessions_total 1.0" in result.stdout

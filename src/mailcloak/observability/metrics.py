@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.utils import timezone
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from mailcloak.observability import figures, metrics_directory
+from mailcloak.observability import SHARED_METRICS, figures
 
 WINDOW = timedelta(hours=1)  # the span of the *_last_hour figures
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,9 +76,11 @@ def _alive(pid: int) -> bool:
 
 def exposition() -> bytes:
     """The text exposition of every metric, as Prometheus reads it."""
-    directory = str(metrics_directory())
-    _forget_dead_processes(directory)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)
+    if SHARED_METRICS is not None:
+        _forget_dead_processes(str(SHARED_METRICS))
+        MultiProcessCollector(registry, path=str(SHARED_METRICS))
+    else:  # no shared directory: this process's own samples
+        registry.register(REGISTRY)
     registry.register(DatabaseCollector())
     return generate_latest(registry)
