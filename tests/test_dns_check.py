@@ -308,9 +308,11 @@ def test_host_address_and_reverse_dns(config: mailcloak_settings.Config, server:
     server.add_ptr(ipv6, "static.provider.example")
     address, spf, ptr4, ptr6 = check_host([SERVER_IP, ipv6], resolver=resolver, config=config)
     assert (address.status, address.found) == ("wrong", SERVER_IP)
-    assert "mail.alias.example.  3600 IN AAAA  2001:db8::10" in address.fix
+    assert address.fix == "publish: mail.alias.example.  3600 IN AAAA  2001:db8::10"
     assert ptr4.ok
     assert (spf.status, spf.found) == ("wrong", "v=spf1 a -all (SPF fail for 2001:db8::10)")
+    assert spf.fix == ("the record is right and names this server by its address records: "
+                       "fix the MX and A/AAAA lines so they lead to 2001:db8::10")
     assert (ptr6.status, ptr6.found) == ("wrong", "static.provider.example")
     assert ptr6.name == "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
     assert "reverse DNS to mail.alias.example" in ptr6.fix

@@ -111,7 +111,10 @@ def test_missing_and_wrong_records_exit_1_with_the_fix(published: DnsServer,
                                    "v=DKIM1;"]
     assert 'IN TXT   "v=DKIM1; k=ed25519; p=' in dkim[1]
     # SPF "mx" cannot pass without an MX: the same missing record explains it
-    assert lines_about(out, "SPF", "second.example")[0].split()[0] == "wrong"
+    spf = lines_about(out, "SPF", "second.example")
+    assert spf[0].split()[0] == "wrong"
+    assert spf[1].split(None, 1)[1] == ("the record is right and names this server by the MX: "
+                                        f"fix the MX and A/AAAA lines so they lead to {SERVER_IP}")
     assert out.splitlines()[-1] == "3 of 19 records need attention (1 missing, 2 wrong)"
 
 

@@ -21,6 +21,7 @@ from mailcloak.mail.dnscheck import RecordCheck
 FOUND_WIDTH = 60  # long values (DKIM keys) are cut on the status line; the fix has them whole
 STATUS_WIDTH = 8
 KIND_WIDTH = 13
+NAME_WIDTH = 34  # longer names (IPv6 reverse names) push their line's value further right
 
 
 def add_commands(sub: Any) -> None:
@@ -123,10 +124,10 @@ def _shorten(text: str) -> str:
     return text if len(text) <= FOUND_WIDTH else text[:FOUND_WIDTH - 1] + "…"
 
 
-def format_check(check: RecordCheck) -> list[str]:
+def format_check(check: RecordCheck, name_width: int = 0) -> list[str]:
     """The status line of one record, then its fix when it is not ok."""
-    line = (f"  {check.status:<{STATUS_WIDTH}} {check.kind:<{KIND_WIDTH}} {check.name}  "
-            f"{_shorten(check.found)}")
+    line = (f"  {check.status:<{STATUS_WIDTH}} {check.kind:<{KIND_WIDTH}} "
+            f"{check.name:<{name_width}}  {_shorten(check.found)}")
     if check.ok:
         return [line]
     return [line, f"  {'':<{STATUS_WIDTH}} fix: {check.fix}"]
@@ -134,11 +135,13 @@ def format_check(check: RecordCheck) -> list[str]:
 
 def format_report(results: dict[str, list[RecordCheck]]) -> str:
     """Each checked name's records, then one summary line."""
+    names = [check.name for checks in results.values() for check in checks]
+    name_width = min(NAME_WIDTH, max(map(len, names), default=0))
     lines: list[str] = []
     for subject, checks in results.items():
         lines.append(subject)
         for check in checks:
-            lines += format_check(check)
+            lines += format_check(check, name_width)
     lines.append(_summary([check for checks in results.values() for check in checks]))
     return "\n".join(lines) + "\n"
 

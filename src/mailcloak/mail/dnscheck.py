@@ -193,6 +193,11 @@ def _spf_verdict(domain: str, text: str, results: dict[str, str],
     if "temperror" in failed.values():
         return RecordCheck(SPF, domain, "error", found, record.value,
                            "DNS did not answer a lookup the record needs; try again later")
+    if text.lower() == record.value.lower():
+        by = "its address records" if record.value == host_spf_value() else "the MX"
+        return RecordCheck(SPF, domain, "wrong", found, record.value,
+                           f"the record is right and names this server by {by}: fix the MX "
+                           f"and A/AAAA lines so they lead to {', '.join(failed)}")
     return RecordCheck(SPF, domain, "wrong", found, record.value,
                        f"authorise this server ({', '.join(failed)}): {zone_line(record)}")
 
@@ -380,17 +385,17 @@ def _same_ip(left: str, right: str) -> bool:
 
 def _check_addresses(hostname: str, ips: Sequence[str], resolver: Resolver) -> RecordCheck:
     expected = ", ".join(ips) or "this server's public IP addresses"
-    wanted = [Record(hostname, "AAAA" if ":" in ip else "A", ip, "") for ip in ips]
-    fix = "; ".join(_publish(record) for record in wanted) or (
-        f"publish A (and AAAA) records of {hostname} with this server's public IPs")
     try:
         found = _addresses_or_none(resolver, hostname)
     except DnsTemporaryError as exc:
         return _dns_failure(ADDRESS, hostname, expected, exc)
+    absent = [ip for ip in ips if not any(_same_ip(ip, address) for address in found)]
+    fix = "; ".join(_publish(Record(hostname, "AAAA" if ":" in ip else "A", ip, ""))
+                    for ip in absent) or (
+        f"publish A (and AAAA) records of {hostname} with this server's public IPs")
     if not found:
         return RecordCheck(ADDRESS, hostname, "missing", f"{hostname} has no address",
                            expected, fix)
-    absent = [ip for ip in ips if not any(_same_ip(ip, address) for address in found)]
     if absent:
         return RecordCheck(ADDRESS, hostname, "wrong", ", ".join(found), expected, fix)
     return RecordCheck(ADDRESS, hostname, "ok", ", ".join(found), expected, "")
