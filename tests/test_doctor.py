@@ -244,11 +244,12 @@ def test_port_served_by_our_own_service_is_ok() -> None:
     assert doctor.PortOwner(7, "nginx: master process").mailcloak_command is None
 
 
-def test_privileged_port_without_the_capability_says_how_to_grant_it() -> None:
+def test_privileged_port_without_the_capability_warns_how_to_grant_it() -> None:
+    # The command may lack the capability its service is given: a warning, not a failure.
     listen = mailcloak_settings.HostPort("0.0.0.0", 25)
     result = doctor._port_refused("smtp port", listen, "MAILCLOAK_SMTP_LISTEN",
                                   PermissionError(errno.EACCES, "Permission denied"))
-    assert result.status == "FAIL" and "CAP_NET_BIND_SERVICE" in result.fix
+    assert result.status == "warn" and "CAP_NET_BIND_SERVICE" in result.fix
 
 
 def test_address_of_another_machine_fails() -> None:

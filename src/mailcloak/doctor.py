@@ -207,9 +207,10 @@ def _port_refused(check: str, listen: mailcloak_settings.HostPort, setting: str,
         return fail(check, f"{listen} is already in use by {_describe(owner)}",
                     f"stop that service or set {setting} to another address")
     if exc.errno == errno.EACCES:
-        return fail(check, f"{listen}: permission denied (ports below 1024 need a privilege)",
-                    "give the service CAP_NET_BIND_SERVICE (AmbientCapabilities= in its systemd "
-                    "unit); never run Mailcloak as root")
+        # A warning: this command may lack the privilege that the service itself is given.
+        return warn(check, f"{listen} needs a privilege this process lacks (ports below 1024)",
+                    "run the service with CAP_NET_BIND_SERVICE, as mailcloak-smtpd.service "
+                    "does (AmbientCapabilities=); never run Mailcloak as root")
     return fail(check, f"{listen}: {exc.strerror or exc}",
                 f"set {setting} to an address of this machine")
 
