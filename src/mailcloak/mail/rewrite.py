@@ -37,6 +37,7 @@ REPLY_FIELDS = frozenset({
     "disposition-notification-to", "return-receipt-to",
 })
 # RFC 2369 fields: mailto: targets become reverse addresses, web targets stay as they are.
+# Each is read once, like SINGLE_FIELDS: a repeat is dropped.
 LIST_FIELDS = frozenset({
     "list-unsubscribe", "list-subscribe", "list-post", "list-help", "list-owner", "list-archive",
 })
@@ -47,6 +48,11 @@ REQUIRED_ONCE = frozenset({"message-id", "date"})
 SINGLE_FIELDS = frozenset({"date", "message-id", "subject", "in-reply-to", "references"})
 ADDRESS_LISTS = frozenset({"to", "cc", "bcc"})
 NAME_LIMIT = 100
+# Addresses kept per address field: each becomes a contact (a database row) of the alias, and a
+# Cc of thousands would have one message create thousands while the SMTP client waits. Past
+# the limit an address is left out (never kept as is: replying to it would bypass the alias).
+ADDRESS_LIMIT = 50
+LIST_URL_LIMIT = 5  # URLs per RFC 2369 field, and addresses per mailto: URL
 
 _ANGLE_URL = re.compile(r"<([^<>]*)>")
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -89,7 +95,8 @@ class Rewriter:
         seen: set[str] = set()
         for field in fields:
             key = field.key
-            if self._is_removed(field) or (key in SINGLE_FIELDS and key in seen):
+            once = key in SINGLE_FIELDS or key in LIST_FIELDS
+            if self._is_removed(field) or (once and key in seen):
                 continue
             if key == "from" or key in REPLY_FIELDS or key in ADDRESS_LISTS:
                 if key not in seen:
@@ -123,9 +130,7 @@ class Rewriter:
         if key in ADDRESS_LISTS:
             yield from self._participants_field(same)
             return
-        mailboxes: dict[str, Mailbox] = {}
-        for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
-            mailboxes.setdefault(mailbox.address.lower(), mailbox)
+        mailboxes = _distinct_mailboxes(same)
         if mailboxes:  # an empty or unreadable reply field is dropped
             value = ", ".join(self._reverse_mailbox(mb) for mb in mailboxes.values())
             yield HeaderField.build(same[0].name, value, self.eol)
@@ -134,9 +139,7 @@ class Rewriter:
         """To/Cc/Bcc: every participant but the alias becomes a reverse address named like
         From, so that reply-all from the owner's client goes out through the alias too.
         A list that names nobody ("undisclosed-recipients:;") stays as it is."""
-        mailboxes: dict[str, Mailbox] = {}
-        for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
-            mailboxes.setdefault(mailbox.address.lower(), mailbox)
+        mailboxes = _distinct_mailboxes(same)
         if not mailboxes:
             values = [field.value for field in same if field.value]
             yield same[0] if len(same) == 1 else HeaderField.build(
@@ -167,7 +170,8 @@ class Rewriter:
 
     def _list_field(self, field: HeaderField) -> Iterator[HeaderField]:
         # RFC 2369: URLs in angle brackets, whitespace inside them is to be ignored.
-        urls = ["".join(url.split()) for url in _ANGLE_URL.findall(field.value)]
+        urls = ["".join(url.split())
+                for url in _ANGLE_URL.findall(field.value)[:LIST_URL_LIMIT]]
         if not any(_is_mailto(url) for url in urls):
             yield field
             return
@@ -181,13 +185,24 @@ class Rewriter:
         if not _is_mailto(url):
             return url
         target, _, query = url[len("mailto:"):].partition("?")
-        addresses = [urllib.parse.unquote(part).strip() for part in target.split(",")]
+        addresses = [urllib.parse.unquote(part).strip()
+                     for part in target.split(",")[:LIST_URL_LIMIT]]
         reversed_ = [self._reverse_address(a, "") for a in addresses if is_plausible_address(a)]
         if not reversed_:
             return None
         params = [p for p in query.split("&") if p and urllib.parse.unquote(
             p.split("=", 1)[0]).lower() not in _MAILTO_ADDRESS_PARAMS]
         return "mailto:" + ",".join(reversed_) + ("?" + "&".join(params) if params else "")
+
+
+def _distinct_mailboxes(same: list[HeaderField]) -> dict[str, Mailbox]:
+    """The first ADDRESS_LIMIT distinct addresses of `same`, by lower-cased address."""
+    mailboxes: dict[str, Mailbox] = {}
+    for mailbox in (mb for field in same for mb in parse_mailboxes(field.value)):
+        mailboxes.setdefault(mailbox.address.lower(), mailbox)
+        if len(mailboxes) == ADDRESS_LIMIT:
+            break
+    return mailboxes
 
 
 def _is_mailto(url: str) -> bool:

@@ -64,10 +64,12 @@ def _leaves(message: Message) -> Iterator[Message]:
     stack = [message]
     while stack and count < MAX_PARTS:
         part = stack.pop()
-        payload = part.get_payload()
-        if part.is_multipart() and part.get_content_maintype() == "multipart" \
-                and isinstance(payload, list):
-            stack.extend(inner for inner in reversed(payload) if isinstance(inner, Message))
+        # is_multipart() first: get_payload() of a text part decodes it with its charset,
+        # which raises for some ("idna", a name with a NUL in it).
+        if part.is_multipart() and part.get_content_maintype() == "multipart":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(inner for inner in reversed(payload) if isinstance(inner, Message))
             continue
         count += 1
         yield part
@@ -97,7 +99,10 @@ def _payload(part: Message) -> bytes:
         payload = None
     if isinstance(payload, bytes):
         return payload
-    raw = part.get_payload()
+    try:
+        raw = part.get_payload()
+    except (UnicodeError, ValueError):  # 8-bit text in a charset no codec takes this way
+        return b""
     if isinstance(raw, list):  # an attached message: its size as it was sent
         return b"".join(_message_bytes(inner) for inner in raw if isinstance(inner, Message))
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""

@@ -379,8 +379,17 @@ def _payload_bytes(part: Message) -> bytes:
         payload = None
     if isinstance(payload, bytes):
         return payload
-    raw = part.get_payload()
+    raw = _undecoded_payload(part)
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _undecoded_payload(part: Message) -> object:
+    """The payload as parsed. get_payload() decodes 8-bit text with the part's charset and
+    raises for one no codec takes that way ("idna", a name with a NUL in it)."""
+    try:
+        return part.get_payload()
+    except (UnicodeError, ValueError):
+        return None
 
 
 def _content_type(part: Message) -> str:
@@ -414,7 +423,7 @@ def _charset(part: Message) -> str:
 
 
 def _encoded_size(part: Message) -> int:
-    payload = part.get_payload()
+    payload = _undecoded_payload(part)
     size = len(payload) if isinstance(payload, str) else 0
     if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
         size = size * 3 // 4
