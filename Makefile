@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-sqlite test-postgres lint typecheck validate-deploy install install-test lock clean model
+.PHONY: run test test-sqlite test-postgres lint typecheck validate-deploy install install-test lock clean model soak
 
 $(VENV)/.installed-run: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -40,6 +40,12 @@ test-sqlite: install-test
 
 test-postgres: install-test
 	scripts/with-postgres $(BIN)/pytest $(PYTEST_ARGS)
+
+# Long runs, not part of `make test`: kill -9 of smtpd and workers under load, round after
+# round, against a throwaway PostgreSQL; prints sent/accepted/delivered/lost/duplicated.
+SOAK_ARGS ?= --messages 5000 --rounds 5
+soak: install-test
+	scripts/with-postgres $(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # Retrain the builtin spam engine's shipped model on every corpus in ../shared/corpus.
 CORPUS ?= ../shared/corpus
