@@ -92,12 +92,14 @@ class Senders:
                                 message(index, alias))
             except smtplib.SMTPResponseException:  # a 4xx (storage down, shutting down...)
                 self._count("refused")
-                client = _drop(client)
+                _drop(client)
+                client = None
                 time.sleep(0.05)
                 continue
             except (OSError, smtplib.SMTPException):  # the server went away mid-session
                 self._count("disconnected")
-                client = _drop(client)
+                _drop(client)
+                client = None
                 time.sleep(0.05)
                 continue
             with self.lock:
