@@ -137,11 +137,11 @@ def test_the_image_checks_its_health_and_compose_runs_real_commands() -> None:
 # --- scripts/validate-deploy -----------------------------------------------------------------
 
 
-def validate(deploy_dir: Path) -> subprocess.CompletedProcess[str]:
+def validate(deploy_dir: Path, *tools: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "DEPLOY_DIR": str(deploy_dir),
            "VENV": str(Path(sys.executable).parent.parent), "HOME": "/tmp"}
-    return subprocess.run([str(VALIDATE)], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run([str(VALIDATE), *tools], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
 
 
 def test_validate_deploy_passes_on_the_deployment_files() -> None:
@@ -158,7 +158,7 @@ def test_validate_deploy_catches_a_broken_unit(tmp_path: Path) -> None:
     shutil.copytree(DEPLOY, copy)
     path = copy / "systemd" / "mailcloak-web.service"
     path.write_text(path.read_text().replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"))
-    done = validate(copy)
+    done = validate(copy, "systemd")
     assert done.returncode == 1
     assert "validate-deploy: FAIL: systemd units" in done.stderr
     assert "Unknown key 'NoNewPrivilege'" in done.stderr
@@ -172,7 +172,7 @@ def test_validate_deploy_catches_a_broken_compose_file(tmp_path: Path) -> None:
     compose = copy / "compose.yaml"
     compose.write_text(compose.read_text().replace("- mailcloak-data:/var/lib/mailcloak",
                                                    "- undeclared:/var/lib/mailcloak"))
-    done = validate(copy)
+    done = validate(copy, "compose")
     assert done.returncode == 1
     assert "validate-deploy: FAIL: deploy/compose.yaml" in done.stderr
 
@@ -192,7 +192,15 @@ def test_validate_deploy_catches_a_dockerfile_lint(tmp_path: Path) -> None:
     text = dockerfile.read_text()
     assert "RUN python -m venv" in text
     dockerfile.write_text(text.replace("RUN python -m venv", "RUN cd /tmp && python -m venv"))
-    done = validate(copy)
+    done = validate(copy, "hadolint")
     assert done.returncode == 1
     assert "validate-deploy: FAIL: Dockerfiles (hadolint)" in done.stderr
     assert "DL3003" in done.stderr  # "use WORKDIR to switch to a directory"
+
+
+def test_validate_deploy_runs_only_the_tools_named() -> None:
+    done = validate(DEPLOY, "rspamd")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1
+    assert "deploy/rspamd/local.d" in done.stdout or "skipped: rspamadm" in done.stdout
+    refused = validate(DEPLOY, "kubernetes")
+    assert refused.returncode == 2 and refused.stderr.startswith("usage:")
