@@ -116,36 +116,60 @@ def two_nodes(tmp_path: Path, sink: SmtpSink, **settings: str) -> Iterator[Nodes
                 node.stop_all()
 
 
-def test_two_nodes_share_the_work_and_finish_a_killed_nodes_jobs(tmp_path: Path) -> None:
-    with SmtpSink("127.0.0.3") as sink, two_nodes(tmp_path, sink) as nodes:
-        for name in HOSTS:
-            nodes.start(name, "smtpd", "worker")
-
-        # Both accept, and (with the MX holding every delivery) both workers take jobs.
-        sink.hold()
-        nodes.send("a", range(0, 12))
-        nodes.send("b", range(12, 24))
-        wait_until(lambda: set(nodes.leases()) == {nodes.pid("a"), nodes.pid("b")}, 30,
-                   "both workers to hold jobs")
-        sink.release()
-        assert sink.wait_for(lambda s: set(test_ids(s)) == set(range(24)), timeout=60)
-        assert nodes.deliveries_by("a") > 0 and nodes.deliveries_by("b") > 0
-
-        # Node a dies with deliveries in hand; node b finishes them after the lease expires.
-        sink.hold()
-        nodes.send("a", range(24, 36))
-        wait_until(lambda: nodes.leases()[nodes.pid("a")] > 0 and sink.in_data > 0, 30,
-                   "node a to be delivering")
-        orphaned = nodes.leases()[nodes.pid("a")]
-        nodes.kill("a")
-        sink.release()
-        assert sink.wait_for(lambda s: set(test_ids(s)) == set(range(36)),
-                             timeout=WORKER_LEASE.total_seconds() + 30)
-        assert sink.wait_for(lambda _: all(state == "delivered" for state, _ in nodes.jobs()))
-        jobs = nodes.jobs()
-        delivered = test_ids(sink)
+def test_two_nodes_share_work_and_limits_and_finish_a_killed_nodes_jobs(
+        tmp_path: Path, dns_server: DnsServer) -> None:
+    dns_server.add("mailbox.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")  # owner's replies
+    try:
+        with SmtpSink("127.0.0.3") as sink, two_nodes(
+                tmp_path, sink, send_messages_per_user="3/h", new_account_days="0") as nodes:
+            for name in HOSTS:
+                nodes.start(name, "smtpd", "worker")
+            share_the_work(nodes, sink)
+            share_a_sending_limit(nodes, sink)
+            orphaned = finish_a_killed_nodes_jobs(nodes, sink)
+            jobs = nodes.jobs()
+            delivered = test_ids(sink)
+    finally:
+        dns_server.remove("mailbox.test", "TXT")
     assert delivered == Counter(range(36)), "each message exactly once"
-    assert sum(crashes for _, crashes in jobs) == orphaned  # the jobs node a died with
+    assert orphaned > 0
+    assert sum(crashes for _, crashes in jobs) == orphaned  # counted against the lost lease
+
+
+def share_the_work(nodes: Nodes, sink: SmtpSink) -> None:
+    """Both accept, and (with the MX holding every delivery) both workers take jobs."""
+    sink.hold()
+    nodes.send("a", range(0, 12))
+    nodes.send("b", range(12, 24))
+    wait_until(lambda: set(nodes.leases()) == {nodes.pid("a"), nodes.pid("b")}, 30,
+               "both workers to hold jobs")
+    sink.release()
+    assert sink.wait_for(lambda s: set(test_ids(s)) == set(range(24)), timeout=60)
+    assert nodes.deliveries_by("a") > 0 and nodes.deliveries_by("b") > 0
+
+
+def share_a_sending_limit(nodes: Nodes, sink: SmtpSink) -> None:
+    """The owner's limit (3 messages an hour) counts replies sent through either node."""
+    to = reverse_address(sink.messages[0].content)
+    codes = [send_reply(nodes.nodes[name], to, number) for number, name in enumerate("abab")]
+    assert codes == [250, 250, 250, 452]
+
+
+def finish_a_killed_nodes_jobs(nodes: Nodes, sink: SmtpSink) -> int:
+    """Node a dies with deliveries in hand; node b finishes them once the lease expires.
+    Returns how many jobs node a died with."""
+    sink.hold()
+    nodes.send("a", range(24, 36))
+    wait_until(lambda: nodes.leases()[nodes.pid("a")] > 0 and sink.in_data > 0, 30,
+               "node a to be delivering")
+    dead = nodes.pid("a")
+    nodes.kill("a")
+    orphaned = nodes.leases()[dead]
+    sink.release()
+    assert sink.wait_for(lambda s: set(test_ids(s)) == set(range(36)),
+                         timeout=WORKER_LEASE.total_seconds() + 30)
+    assert sink.wait_for(lambda _: all(state == "delivered" for state, _ in nodes.jobs()))
+    return orphaned
 
 
 # --- a sending limit across nodes ------------------------------------------------------------
@@ -154,36 +178,19 @@ REPLY = ("From: Owner <owner@mailbox.test>\r\nTo: {to}\r\nSubject: Re: hello {n}
          "Message-ID: <reply-{n}@mailbox.test>\r\n\r\nThanks for writing, {n}.\r\n")
 
 
-def send_reply(node: Deployment, to: str, number: int) -> tuple[int, bytes]:
+def send_reply(node: Deployment, to: str, number: int) -> int:
+    """The owner replies through `node`; returns the reply code to the data."""
     with smtplib.SMTP(node.host, node.smtp_port, timeout=30) as client:
         client.ehlo("client.mailbox.test")
         client.mail("owner@mailbox.test")
         client.rcpt(to)
-        return client.data(REPLY.format(to=to, n=number).encode())
+        return client.data(REPLY.format(to=to, n=number).encode())[0]
 
 
-def reverse_address(nodes: Nodes, sink: SmtpSink) -> str:
-    """A contact writes to the alias; the forwarded copy's From is its reverse address."""
-    nodes.send("a", range(1))
-    assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=30), "nothing forwarded"
-    forwarded = email.message_from_bytes(sink.messages[0].content, policy=email.policy.default)
-    return str(forwarded["From"].addresses[0].addr_spec)
-
-
-def test_a_sending_limit_holds_across_nodes(tmp_path: Path, dns_server: DnsServer) -> None:
-    dns_server.add("mailbox.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
-    try:
-        with SmtpSink("127.0.0.3") as sink, two_nodes(
-                tmp_path, sink, send_messages_per_user="3/h", new_account_days="0") as nodes:
-            for name in HOSTS:
-                nodes.start(name, "smtpd")
-            nodes.start("a", "worker")
-            to = reverse_address(nodes, sink)
-            codes = [send_reply(nodes.nodes[name], to, number)[0]
-                     for number, name in enumerate("abab")]
-    finally:
-        dns_server.remove("mailbox.test", "TXT")
-    assert codes == [250, 250, 250, 452]
+def reverse_address(forwarded: bytes) -> str:
+    """The contact's reverse alias: the From of a forwarded copy."""
+    parsed = email.message_from_bytes(forwarded, policy=email.policy.default)
+    return str(parsed["From"].addresses[0].addr_spec)
 
 
 # --- Rspamd shared by both nodes -------------------------------------------------------------
