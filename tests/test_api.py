@@ -304,6 +304,7 @@ def test_openapi_schema_is_served_and_docs_are_off(client: Client):
                                     "/api/v1/domains/own", "/api/v1/domains/{domain_id}",
                                     "/api/v1/domains/{domain_id}/verify",
                                     "/api/v1/domains/{domain_id}/aliases",
+                                    "/api/v1/forwarded", "/api/v1/forwarded/{mail_id}/spam",
                                     *quarantine}
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert "security" not in schema["paths"]["/api/v1/tokens"]["post"]
