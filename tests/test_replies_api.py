@@ -52,3 +52,23 @@ def test_the_sending_name_is_set_through_the_api(api: Client, alias: Alias) -> N
     response = api.patch(f"/api/v1/aliases/{alias.pk}", {"display_name": "Shop Me"},
                          content_type="application/json")
     assert response.status_code == 200 and response.json()["display_name"] == "Shop Me"
+
+
+def test_a_contact_reads_as_blocked_while_a_rule_stops_its_mail(api: Client,
+                                                               alias: Alias) -> None:
+    from mailcloak.aliases.services import block_sender
+
+    api.post(f"/api/v1/aliases/{alias.pk}/contacts", {"email": "pest@junk.example"},
+             content_type="application/json")
+    api.post(f"/api/v1/aliases/{alias.pk}/contacts", {"email": "friend@example.org"},
+             content_type="application/json")
+
+    def blocked() -> dict[str, bool]:
+        listed = api.get(f"/api/v1/aliases/{alias.pk}/contacts").json()
+        return {c["email"]: c["blocked"] for c in listed}
+
+    assert blocked() == {"pest@junk.example": False, "friend@example.org": False}
+    rule = block_sender(alias.user, "junk.example")  # a domain, for every alias
+    assert blocked() == {"pest@junk.example": True, "friend@example.org": False}
+    rule.delete()
+    assert blocked()["pest@junk.example"] is False

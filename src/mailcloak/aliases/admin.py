@@ -36,9 +36,8 @@ class DeletedAliasAdmin(admin.ModelAdmin):
 
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
-    list_display = ("email", "alias", "reverse_address", "blocked", "forwarded_count",
-                    "replied_count", "created_at")
-    list_filter = ("blocked",)
+    list_display = ("email", "alias", "reverse_address", "forwarded_count", "replied_count",
+                    "created_at")
     search_fields = ("email", "reverse_address", "alias__address")
     raw_id_fields = ("alias",)
 

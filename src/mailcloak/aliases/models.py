@@ -118,7 +118,6 @@ class Contact(models.Model):
     email = models.CharField(max_length=320)
     display_name = models.CharField(max_length=200, blank=True)
     reverse_address = models.CharField(max_length=320, unique=True)
-    blocked = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     forwarded_count = models.PositiveIntegerField(default=0)
     replied_count = models.PositiveIntegerField(default=0)

@@ -9,7 +9,8 @@ from ninja import Field, Schema
 from ninja.schema import DjangoGetter
 from pydantic import AfterValidator, ConfigDict, model_validator
 
-from mailcloak.aliases.models import Alias
+from mailcloak.aliases.models import Alias, Contact
+from mailcloak.aliases.services import is_sender_blocked
 
 MAX_ID = 2**63 - 1  # the largest database id; anything above can only be a bad request
 DisabledAction = Literal["reject", "drop"]
@@ -92,10 +93,15 @@ class ContactOut(Schema):
     display_name: str
     reverse_address: str = Field(description="Write to this address from your verified "
                                              "mailbox to send to the contact from the alias.")
-    blocked: bool
+    blocked: bool = Field(description="Whether one of your blocked-sender rules (for this "
+                                      "alias or all of them) stops the contact's mail.")
     forwarded_count: int
     replied_count: int
     created_at: datetime
+
+    @staticmethod
+    def resolve_blocked(contact: Contact) -> bool:
+        return is_sender_blocked(contact.alias, contact.email)
 
 
 class ContactCreate(RequestBody):
