@@ -244,6 +244,22 @@ def test_port_served_by_our_own_service_is_ok() -> None:
     assert doctor.PortOwner(7, "nginx: master process").mailcloak_command is None
 
 
+@pytest.mark.parametrize(("greeting", "status"), [
+    (b"220 mail.alias.test ESMTP\r\n", "ok"),
+    (b"220 mx.elsewhere.test ESMTP Postfix\r\n", "FAIL"),
+])
+def test_port_held_by_an_invisible_process_is_ours_if_it_greets_with_our_name(
+        monkeypatch: pytest.MonkeyPatch, greeting: bytes, status: str) -> None:
+    monkeypatch.setattr(doctor, "listening_owner", lambda port: None)  # another user's process
+    with canned_server(greeting) as port:
+        listen = mailcloak_settings.HostPort("127.0.0.1", port)
+        result = doctor.check_port("smtp port", listen, "MAILCLOAK_SMTP_LISTEN",
+                                   greeting="220 mail.alias.test ESMTP")
+    assert result.status == status
+    if status == "FAIL":
+        assert "another process (not visible to this user)" in result.message
+
+
 def test_privileged_port_without_the_capability_warns_how_to_grant_it() -> None:
     # The command may lack the capability its service is given: a warning, not a failure.
     listen = mailcloak_settings.HostPort("0.0.0.0", 25)

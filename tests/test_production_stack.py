@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from mailcloak.doctor import first_line_from
+from mailcloak.mail.replies import GREETING_IDENT
+from mailcloak.settings import HostPort
 from tests.support import daemons
 from tests.support.processes import (
     MAILCLOAK,
@@ -194,6 +197,9 @@ def test_the_guide_on_this_machine(tmp_path: Path) -> None:
             assert running.returncode == 0, running.stdout + running.stderr
             assert "is served by our own `mailcloak smtpd`" in running.stdout
             assert "is served by our own `mailcloak web`" in running.stdout
+            # What `mailcloak check` expects of our SMTP server when it cannot see its process.
+            smtp = HostPort("127.0.0.1", deployment.smtp_port)
+            assert first_line_from(smtp) == f"220 mail.example.org {GREETING_IDENT}"
 
             send_over_starttls(deployment.smtp_port, ca, alias)
             assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=60), (

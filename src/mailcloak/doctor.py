@@ -25,6 +25,7 @@ from typing import Literal
 from cryptography import x509
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail.replies import GREETING_IDENT
 
 Status = Literal["ok", "warn", "FAIL"]
 CERT_WARN_DAYS = 14
@@ -180,8 +181,10 @@ def _certificate_covers(certificate: x509.Certificate, hostname: str) -> bool:
 # --- ports -----------------------------------------------------------------------------------
 
 
-def check_port(check: str, listen: mailcloak_settings.HostPort, setting: str) -> Result:
-    """Whether our service can listen on `listen`, or already does."""
+def check_port(check: str, listen: mailcloak_settings.HostPort, setting: str,
+               greeting: str = "") -> Result:
+    """Whether our service can listen on `listen`, or already does. `greeting` is the SMTP
+    server's, which tells ours apart when the process on the port cannot be seen."""
     try:
         family, _, _, _, address = socket.getaddrinfo(listen.host, listen.port,
                                                       type=socket.SOCK_STREAM)[0]
@@ -193,17 +196,19 @@ def check_port(check: str, listen: mailcloak_settings.HostPort, setting: str) ->
         try:
             probe.bind(address)
         except OSError as exc:
-            return _port_refused(check, listen, setting, exc)
+            return _port_refused(check, listen, setting, exc, greeting)
     return ok(check, f"{listen} is free to listen on")
 
 
 def _port_refused(check: str, listen: mailcloak_settings.HostPort, setting: str,
-                  exc: OSError) -> Result:
+                  exc: OSError, greeting: str = "") -> Result:
     if exc.errno == errno.EADDRINUSE:
         owner = listening_owner(listen.port)
         if owner is not None and owner.mailcloak_command:
             return ok(check, f"{listen} is served by our own `{owner.mailcloak_command}` "
                              f"(pid {owner.pid})")
+        if owner is None and greeting and first_line_from(listen) == greeting:
+            return ok(check, f"{listen} is served by our SMTP server ({greeting!r})")
         return fail(check, f"{listen} is already in use by {_describe(owner)}",
                     f"stop that service or set {setting} to another address")
     if exc.errno == errno.EACCES:
@@ -213,6 +218,17 @@ def _port_refused(check: str, listen: mailcloak_settings.HostPort, setting: str,
                     "does (AmbientCapabilities=); never run Mailcloak as root")
     return fail(check, f"{listen}: {exc.strerror or exc}",
                 f"set {setting} to an address of this machine")
+
+
+def first_line_from(listen: mailcloak_settings.HostPort) -> str:
+    """The first line a server on `listen` sends (an SMTP greeting), "" if none comes."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (connects, binds nothing)
+    host = wildcards.get(listen.host, listen.host)
+    try:
+        with socket.create_connection((host, listen.port), timeout=PROBE_TIMEOUT) as conn:
+            return conn.makefile("rb").readline(512).decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -379,7 +395,8 @@ def run_checks(*, dns: bool = False, ips: Sequence[str] = (),
     if setup is not None:
         setup()
     results = [settings_result, *check_database(), check_dkim(config), check_tls(config),
-               check_port("smtp port", config.smtp_listen, "MAILCLOAK_SMTP_LISTEN"),
+               check_port("smtp port", config.smtp_listen, "MAILCLOAK_SMTP_LISTEN",
+                          greeting=f"220 {config.hostname} {GREETING_IDENT}"),
                check_port("web port", config.web_listen, "MAILCLOAK_WEB_LISTEN"),
                check_spam_engine(config)]
     if dns:
