@@ -46,6 +46,7 @@ SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
 OK_QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+HELP = Reply(214, "2.0.0", "Commands: {commands}")  # RFC 5321 4.3.2: help is 214, not 250
 
 
 def queued(queue_id: str) -> Reply:

@@ -319,6 +319,12 @@ class SmtpProtocol(SMTP):
             names.append("STARTTLS")
         return names
 
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        commands = sorted(name for name, method in self._smtp_methods.items()
+                          if self._syntax_available(method))
+        await self.push(replies.HELP.with_text(commands=" ".join(commands)).line)
+
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self._tls_protocol is not None:
