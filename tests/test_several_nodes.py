@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import smtplib
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ import psycopg
 import pytest
 
 from mailcloak.mail.jobs import WORKER_LEASE
-from tests.support.daemons import GTUBE, missing, running_rspamd
+from tests.support.daemons import GTUBE, RspamdDaemon, ham, missing, running_rspamd
 from tests.support.dns_server import DnsServer
 from tests.support.postgres import shared_database
 from tests.support.processes import Deployment
@@ -201,18 +203,34 @@ def test_rspamd_serves_both_nodes_alike(tmp_path: Path) -> None:
         pytest.skip(reason)
     with SmtpSink("127.0.0.3") as sink, running_rspamd() as rspamd, two_nodes(
             tmp_path, sink, spam_engine="rspamd", rspamd_url=rspamd.url,
-            rspamd_controller_url=rspamd.controller_url, rspamd_password=rspamd.password,
-            spam_quarantine_score="5", spam_reject_score="10") as nodes:
+            rspamd_controller_url=rspamd.controller_url,
+            rspamd_password=rspamd.password, spam_quarantine_score="5",
+            spam_reject_score="10") as nodes:
         for name in HOSTS:
             nodes.start(name, "smtpd")
-        answers = {}
-        for name, node in nodes.nodes.items():
-            with smtplib.SMTP(node.host, node.smtp_port, timeout=30) as client:
-                client.ehlo("client.example.org")
-                client.mail(SENDER)
-                client.rcpt(nodes.alias)
-                answers[name] = client.data(GTUBE.replace(b"k3v9@alias.test",
-                                                          nodes.alias.encode()))
-    assert {name: (code, text[:5]) for name, (code, text) in answers.items()} == {
-        "a": (550, b"5.7.1"), "b": (550, b"5.7.1")}
-    assert not sink.messages
+        before = scanned(rspamd)
+        answers = {(name, kind): send_raw(node, nodes.alias, raw)
+                   for name, node in nodes.nodes.items()
+                   for kind, raw in (("gtube", GTUBE), ("ham", ham()))}
+        assert scanned(rspamd) - before >= len(answers)  # Rspamd, not the builtin engine
+    refused, accepted = (550, b"5.7.1"), (250, b"2.0.0")
+    assert answers == {("a", "gtube"): refused, ("a", "ham"): accepted,
+                       ("b", "gtube"): refused, ("b", "ham"): accepted}
+
+
+def send_raw(node: Deployment, alias: str, raw: bytes) -> tuple[int, bytes]:
+    """The reply code and enhanced status to `raw` sent to `alias` through `node`."""
+    with smtplib.SMTP(node.host, node.smtp_port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        client.mail("ada@sender.test")
+        client.rcpt(alias)
+        code, text = client.data(raw.replace(b"k3v9@alias.test", alias.encode()))
+    return code, text[:5]
+
+
+def scanned(rspamd: RspamdDaemon) -> int:
+    """Messages Rspamd has scanned so far (its controller's statistics)."""
+    request = urllib.request.Request(f"{rspamd.controller_url}/stat",
+                                     headers={"Password": rspamd.password})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(json.load(response)["scanned"])
