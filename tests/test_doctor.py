@@ -118,6 +118,14 @@ def test_unreachable_database_fails_with_the_fix(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[-1].startswith("1 failed, ")
 
 
+def test_unwritable_data_directory_fails_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    done = run_check(tmp_path, data_dir=str(tmp_path / "file" / "data"))
+    assert done.returncode == 1 and done.stderr == ""
+    assert done.stdout.splitlines()[1].startswith("FAIL  data directory: MAILCLOAK_DATA_DIR=")
+    assert "fix: create MAILCLOAK_DATA_DIR, writable by this user" in done.stdout
+
+
 def test_missing_sqlite_database_fails_without_creating_it(tmp_path: Path) -> None:
     done = run_check(tmp_path)
     assert done.returncode == 1

@@ -393,7 +393,11 @@ def run_checks(*, dns: bool = False, ips: Sequence[str] = (),
     if config is None:
         return [settings_result]
     if setup is not None:
-        setup()
+        try:
+            setup()
+        except (mailcloak_settings.ConfigError, OSError) as exc:
+            return [settings_result, fail("data directory", str(exc),
+                                          "create MAILCLOAK_DATA_DIR, writable by this user")]
     results = [settings_result, *check_database(), check_dkim(config), check_tls(config),
                check_port("smtp port", config.smtp_listen, "MAILCLOAK_SMTP_LISTEN",
                           greeting=f"220 {config.hostname} {GREETING_IDENT}"),
