@@ -15,6 +15,7 @@ from mailcloak.aliases.models import Alias
 from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
 from mailcloak.mail.queue import enqueue
 from mailcloak.observability import figures
+from mailcloak.observability.operator import roughly
 
 OPERATOR_URL = "/admin/mail/deliveryjob/operator/"
 CHANGELIST_URL = "/admin/mail/deliveryjob/"
@@ -53,6 +54,8 @@ def superuser_client(client: Client, db: None) -> Client:
 def test_the_page_lists_deferred_mail_with_its_last_error(superuser_client: Client,
                                                           alias: Alias) -> None:
     job = deferred_job(alias)
+    QueuedMessage.objects.filter(pk=job.message_id).update(
+        created_at=timezone.now() - timedelta(hours=3, minutes=10))
     enqueue(kind="forward", mail_from="b@alias.test", recipients=["new@remote.test"],
             content=BODY, alias=alias)  # waiting, never tried: not deferred
     page = superuser_client.get(OPERATOR_URL)
@@ -61,6 +64,7 @@ def test_the_page_lists_deferred_mail_with_its_last_error(superuser_client: Clie
     assert job.message.queue_id in html and "remote.test" in html and LAST_ERROR in html
     assert html.count('name="job"') == 1
     assert "2 deliveries waiting, 1 deferred" in html
+    assert "the oldest waiting message was queued 3 hours ago" in html
     assert 'value="retry"' in html and 'value="bounce"' in html
     assert "the secret body text" not in html
 
@@ -88,6 +92,11 @@ def test_figures_count_each_hour_of_the_day(alias: Alias) -> None:
     forwarded = figures.day_by_hour(now)[0]
     assert forwarded.title == "Forwarded to owners"
     assert forwarded.hours[2] == 1 and forwarded.hours[15] == 2 and forwarded.total == 3
+
+
+def test_ages_read_roughly() -> None:
+    assert [roughly(s) for s in (0, 1, 59, 60, 7199, 86400 * 5 + 3)] == [
+        "0 seconds", "1 second", "59 seconds", "1 minute", "1 hour", "5 days"]
 
 
 # --- actions ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape
 
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 480, 140
+WIDTH, HEIGHT = 380, 130
 LEFT, BOTTOM, TOP = 34, 18, 8  # room for the scale and the hour labels
 
 

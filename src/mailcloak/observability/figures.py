@@ -1,6 +1,6 @@
 """The service's figures, read from the shared database: the same answer on every node.
 
-Metrics (metrics.py) and the operator page (mail.admin) both read these at request time, so
+Metrics (metrics.py) and the operator page (operator.py) both read these at request time, so
 nothing needs to be counted on the side, and a node that just started knows the cluster's
 history. The records are those the mail path keeps anyway; quarantined mail and rejections
 count while their rows exist (their retention is MAILCLOAK_QUARANTINE_DAYS, and owners may

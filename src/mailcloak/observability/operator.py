@@ -54,6 +54,16 @@ def act(request: HttpRequest, action: str, job_ids: list[int]) -> None:
                          "or in a worker's hands right now (try again in a minute).")
 
 
+def roughly(seconds: float) -> str:
+    """`3 days`, `5 hours`, `1 minute`, `40 seconds`: the largest whole unit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' * (count != 1)}"
+    count = int(seconds)
+    return f"{count} second{'s' * (count != 1)}"
+
+
 def operator_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
     if not request.user.has_perm(VIEW_PERMISSION):
         raise PermissionDenied
@@ -62,10 +72,12 @@ def operator_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
         act(request, request.POST.get("action", ""), ids)
         return redirect(request.path)
     now = timezone.now()
+    queue = figures.queue_state(now)
     context: dict[str, Any] = {
         **site.each_context(request),
         "title": "Mail queue and today's figures",
-        "queue": figures.queue_state(now),
+        "queue": queue,
+        "oldest_age": roughly(queue.oldest_age),
         "jobs": deferred_jobs()[:SHOWN],
         "shown": SHOWN,
         "can_operate": can_operate(request),
