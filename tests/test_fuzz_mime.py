@@ -14,61 +14,25 @@ import asyncio
 import pytest
 
 from mailcloak.aliases.models import Alias
-from mailcloak.mail import replies, rewrite
+from mailcloak.mail import rewrite
 from mailcloak.mail.analysis import analyse
 from mailcloak.mail.headers import split_message
 from mailcloak.mail.models import QueuedMessage
 from mailcloak.quarantine.models import QuarantinedMessage
 from mailcloak.quarantine.reader import read_message
-from mailcloak.quarantine.store import message_bytes
 from tests.support import mime_fuzz
-from tests.support.pipeline import PEER_IP, SENDER, Result, run_message
+from tests.support.pipeline import PEER_IP, SENDER, check_message, run_message
 
 pytestmark = pytest.mark.django_db
 
 SEED = 20261204
-CATALOGUE = {value for value in vars(replies).values() if isinstance(value, replies.Reply)}
-# Fields the forward path writes: our marker, the results of our checks, the ARC set, and the
-# Message-ID and Date a message must have.
-ADDED_FIELDS = {"x-mailcloak-alias", "x-mailcloak-spam-score", "authentication-results",
-                "arc-seal", "arc-message-signature", "arc-authentication-results",
-                "message-id", "date", "from"}  # From: when the sender wrote none
-
-
-def check(case: mime_fuzz.FuzzCase, alias: Alias) -> str | None:
-    """What is wrong with how `case` ended, or None."""
-    queued, held = QueuedMessage.objects.count(), QuarantinedMessage.objects.count()
-    try:
-        result = run_message(case.content, alias)
-    except Exception as exc:  # the failure to report, with the case that caused it
-        return f"raised {type(exc).__name__}"
-    stored = (QueuedMessage.objects.count() - queued, QuarantinedMessage.objects.count() - held)
-    expected = {"forwarded": (1, 0), "quarantined": (0, 1), "rejected": (0, 0)}
-    if result.crashed or result.state not in expected:
-        return f"ended as {result.state} with {result.reply.line}"
-    if stored != expected[result.state]:
-        return f"{result.state} but stored {stored} (queued, quarantined)"
-    if result.state == "rejected" and result.reply not in CATALOGUE:
-        return f"refused with a reply outside the catalogue: {result.reply.line}"
-    return _check_stored(case, result)
-
-
-def _check_stored(case: mime_fuzz.FuzzCase, result: Result) -> str | None:
-    if result.state == "forwarded":
-        copy = bytes(QueuedMessage.objects.latest("pk").content)
-        sent = {field.key for field in split_message(case.content).fields}
-        added = {field.key for field in split_message(copy).fields} - sent - ADDED_FIELDS
-        return f"forwarded copy gained fields {sorted(added)}" if added else None
-    if result.state == "quarantined":
-        read_message(message_bytes(QuarantinedMessage.objects.latest("pk")))
-    return None
 
 
 def run_sample(alias: Alias, *, start: int, count: int) -> dict[str, int]:
     """Run `count` cases; the number that ended in each state."""
     failures = [f"{case.name}: {problem}"
                 for case in mime_fuzz.cases(SEED, count, start=start)
-                if (problem := check(case, alias))]
+                if (problem := check_message(case.content, alias)[1])]
     assert failures == [], "\n".join(failures)
     forwarded, held = QueuedMessage.objects.count(), QuarantinedMessage.objects.count()
     return {"forwarded": forwarded, "quarantined": held,

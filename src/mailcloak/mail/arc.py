@@ -89,7 +89,9 @@ def validate_chain(message: ParsedMessage, dnsfunc: DnsFunc) -> ArcResult:
         return ArcResult("fail", instances, comment="too many ARC sets")
     try:
         status, sets, _ = message.verifier(dkim.ARC).verify(dnsfunc=dnsfunc)
-    except dkim.DKIMException:
+    except (dkim.DKIMException, IndexError, KeyError, ValueError, TypeError):
+        # dkimpy reads a malformed set with bare indexing (IndexError for a set that lacks
+        # its ARC-Message-Signature): a chain it cannot read is a broken one.
         status, sets = dkim.CV_Fail, []
     sealer = sets[0]["as-domain"].decode("ascii", "replace") if sets else ""
     if status == dkim.CV_Pass:
