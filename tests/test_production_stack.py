@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import smtplib
 import ssl
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,13 +23,8 @@ from mailcloak.doctor import first_line_from
 from mailcloak.mail.replies import GREETING_IDENT
 from mailcloak.settings import HostPort
 from tests.support import daemons
-from tests.support.processes import (
-    MAILCLOAK,
-    Deployment,
-    free_port,
-    fresh_database,
-    wait_for_port,
-)
+from tests.support.postgres import on_postgres, shared_database, skip_without_postgres
+from tests.support.processes import MAILCLOAK, Deployment, free_port, wait_for_port
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.slow
@@ -56,63 +47,15 @@ def env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _postgres_bindir() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                   else 0)
-    return found[-1].parent if found else None
-
-
-def _skip_reason() -> str:
-    if os.environ.get("MAILCLOAK_DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        reason = ""
-    else:
-        reason = "" if _postgres_bindir() else "PostgreSQL is not installed (apt-get install " \
-                                                "postgresql)"
-    return reason or daemons.missing("rspamd")
-
-
-@contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL cluster of our own on a loopback port, as scripts/with-postgres starts."""
-    bindir = _postgres_bindir()
-    assert bindir is not None
-    root = Path(tempfile.mkdtemp(prefix="mailcloak-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    data = root / "data"
-
-    def run(*argv: str) -> None:
-        subprocess.run([*as_postgres, *argv], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "mailcloak", "--auth=trust",
-            "-E", "UTF8")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
-            "-c fsync=off", "start")
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mailcloak",
-            "mailcloak")
-        yield f"postgresql://mailcloak@127.0.0.1:{port}/mailcloak"
-    finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m",
-                        "immediate", "stop"], capture_output=True, check=False, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def postgres_database(tmp_path: Path) -> Iterator[str]:
-    """A fresh database on the suite's PostgreSQL (the PostgreSQL pass), or a cluster of our
-    own (the SQLite pass)."""
-    if os.environ.get("MAILCLOAK_DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        with fresh_database(tmp_path) as url:
-            yield url
-    else:
-        with throwaway_postgres() as url:
-            yield url
+def require_postgres_and_rspamd() -> None:
+    """Skip (fail in CI, MAILCLOAK_TEST_REQUIRE_POSTGRES=1) without PostgreSQL or Rspamd."""
+    if not on_postgres():
+        skip_without_postgres()
+    reason = daemons.missing("rspamd")
+    if reason:
+        if os.environ.get("MAILCLOAK_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def production_settings(tmp_path: Path, ca: trustme.CA, rspamd: daemons.RspamdDaemon,
@@ -166,13 +109,9 @@ def fetch_login_page(port: int) -> tuple[int, str]:
 
 
 def test_the_guide_on_this_machine(tmp_path: Path) -> None:
-    reason = _skip_reason()
-    if reason:
-        if os.environ.get("MAILCLOAK_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_postgres_and_rspamd()
     ca = trustme.CA()
-    with (postgres_database(tmp_path) as database_url, daemons.running_rspamd() as rspamd,
+    with (shared_database(tmp_path) as database_url, daemons.running_rspamd() as rspamd,
           SmtpSink("127.0.0.3") as sink):
         (tmp_path / "data").mkdir()
         deployment = Deployment(tmp_path / "data", database_url,
