@@ -23,6 +23,7 @@ from mailcloak.observability.logsetup import (
     logging_config,
 )
 from mailcloak.observability.redaction import hash_address, redact_address, scrub_addresses
+from mailcloak.services import web_config
 from tests.support.smtp_client import RunningServer
 
 KEY = b"k" * 32
@@ -114,6 +115,15 @@ def test_the_format_setting_chooses_the_formatter(monkeypatch: pytest.MonkeyPatc
     mailcloak_settings.reset()
     with pytest.raises(mailcloak_settings.ConfigError, match="MAILCLOAK_LOG_FORMAT"):
         mailcloak_settings.get()
+
+
+def test_the_web_server_logs_through_the_same_setup() -> None:
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    for name in names:
+        logging.getLogger(name).handlers.clear()
+    web_config()
+    assert all(not logging.getLogger(name).handlers for name in names)
+    assert logging.getLogger("uvicorn.error").propagate
 
 
 # --- a whole SMTP session through the server ------------------------------------------------

@@ -24,14 +24,19 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def _serve_web() -> None:
+def web_config() -> uvicorn.Config:
     from mailcloak.project.asgi import application
 
     listen = mailcloak_settings.get().web_listen
-    config = uvicorn.Config(application, host=listen.host, port=listen.port, lifespan="off",
-                            log_level="warning", access_log=False, server_header=False)
-    server = _EmbeddedServer(config)
-    log.info("web app on http://%s", listen)
+    # log_config=None: uvicorn's lines go through Mailcloak's logging setup like all others.
+    return uvicorn.Config(application, host=listen.host, port=listen.port, lifespan="off",
+                          log_config=None, log_level="warning", access_log=False,
+                          server_header=False)
+
+
+async def _serve_web() -> None:
+    server = _EmbeddedServer(web_config())
+    log.info("web app on http://%s", mailcloak_settings.get().web_listen)
     await server.serve()
 
 
