@@ -12,6 +12,7 @@ Memory per connection is measured by bench/smtp_memory.py, not here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import time
@@ -352,3 +353,19 @@ def test_help_is_answered_214(server: RunningServer) -> None:
     session.close()
     assert [r and r[0] for r in replies] == [220, 214, 214, 221]
     assert replies[1] is not None and replies[1][1][0].startswith("2.0.0 Commands: DATA EHLO")
+
+
+def test_what_clients_send_stays_out_of_the_log(server: RunningServer, alias: Alias,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """aiosmtpd warned "unrecognised: WORD" with the client's word: after a smuggled line
+    end, that word is message text."""
+    caplog.set_level(logging.DEBUG)
+    session = session_to(server, alias)
+    session.send(b"From: a@sender.test\r\n\r\nsecret\n.\nWalrusBanana words\r\n.\r\n"
+                 b"WalrusBanana again\r\nQUIT\r\n")
+    session.drain()
+    session.close()
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'mailcloak_fields', '')}"
+                       for r in caplog.records)
+    assert "walrusbanana" not in logged.lower() and "secret" not in logged
+    assert "message refused" in logged  # the log was captured: our own line is there

@@ -89,7 +89,8 @@ def logging_config(config: Config) -> dict[str, Any]:
         "root": {"handlers": ["console"], "level": config.log_level.upper()},
         "loggers": {
             "django.request": {"level": "ERROR"},
-            "mail.log": {"level": "WARNING"},  # aiosmtpd's own lines name full addresses
+            # aiosmtpd's own lines name full addresses and quote what clients send
+            "mail.log": {"level": "ERROR"},
         },
     }
 
