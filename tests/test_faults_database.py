@@ -1,5 +1,7 @@
 """The database failing under a running `mailcloak smtpd`: a 451 for what cannot be stored,
 never a 250 that is lost, and mail accepted again as soon as storage is back, without a restart.
+And under a delivery worker: what it delivered is recorded once the database is back, not sent
+again.
 
 Real processes: `mailcloak smtpd` and `mailcloak worker` on a throwaway PostgreSQL cluster that
 the test stops and starts; and on a SQLite database on a tiny tmpfs that the test fills.
@@ -7,16 +9,24 @@ the test stops and starts; and on a SQLite database on a tiny tmpfs that the tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import smtplib
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import OperationalError
 
+from mailcloak import settings as mailcloak_settings
+from mailcloak.mail import worker
+from mailcloak.mail.models import DeliveryJob, QueuedMessage
+from mailcloak.mail.queue import enqueue
 from tests.support.postgres import throwaway_cluster
 from tests.support.processes import Deployment
 from tests.support.sink import SmtpSink
@@ -24,6 +34,9 @@ from tests.support.sink import SmtpSink
 pytestmark = pytest.mark.slow
 
 LENIENT_SPAM = {"spam_quarantine_score": "1000", "spam_reject_score": "2000"}
+
+
+real_record_outcomes = worker.record_outcomes
 
 
 def message(alias: str, subject: str, body: str = "Hello there.\r\n") -> bytes:
@@ -130,3 +143,56 @@ def test_a_full_disk_tempfails_then_mail_is_accepted_once_there_is_room(tmp_path
         finally:
             deployment.stop_all()
         assert stored_messages(database) == 1
+
+
+# --- the database failing while a worker records what it delivered ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = [OperationalError("the database went away")]
+
+    def record_once_the_database_is_back(*args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_record_outcomes(*args)
+
+    monkeypatch.setattr(worker, "record_outcomes", record_once_the_database_is_back)
+    monkeypatch.setattr(worker, "DATABASE_RETRY", 0.1)
+    with SmtpSink("127.0.0.3") as sink:
+        monkeypatch.setenv("MAILCLOAK_TRANSPORTS", f"mailbox.test=[127.0.0.3]:{sink.port}")
+        mailcloak_settings.reset()
+        queued = enqueue(kind=QueuedMessage.Kind.FORWARD, mail_from="bounce@alias.test",
+                         recipients=["owner@mailbox.test"],
+                         content=message("owner@mailbox.test", "recorded"))
+        with running_worker():
+            job = DeliveryJob.objects.filter(message=queued)
+            assert sink.wait_for(lambda _: job.filter(state="delivered").exists(), timeout=10)
+    assert not failures  # the first attempt to record did fail
+    assert len(sink.messages) == 1
+    assert (job.get().attempts, job.get().crashes) == (1, 0)
+
+
+@contextlib.contextmanager
+def running_worker() -> Iterator[None]:
+    """`run_worker` in a thread of its own, stopped afterwards."""
+    started = threading.Event()
+    control: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            control.update(loop=asyncio.get_running_loop(), stop=asyncio.Event())
+            started.set()
+            await worker.run_worker(control["stop"], worker_id="fault-test-worker")
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(5)
+    try:
+        yield
+    finally:
+        control["loop"].call_soon_threadsafe(control["stop"].set)
+        thread.join(timeout=30)

@@ -235,12 +235,22 @@ class _WorkerLoop:
             batch, self.outcomes = self.outcomes, []
             try:
                 await _db(record_outcomes, batch, self.worker_id)
+            except DatabaseError:
+                if not self.stop.is_set():
+                    # The mail went out: record it once the database is back (its leases are
+                    # renewed meanwhile), rather than send it again when they run out.
+                    log.exception("recording the outcomes of %d deliveries failed; trying "
+                                  "again", len(batch))
+                    self.outcomes = batch + self.outcomes
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), DATABASE_RETRY)
+                    continue
+                log.exception("recording the outcomes of %d deliveries failed", len(batch))
             except Exception:
                 # The jobs keep their lease; when it runs out another attempt picks them up.
                 log.exception("recording the outcomes of %d deliveries failed", len(batch))
-            finally:
-                self.in_flight -= sum(len(outcome.delivery.job_ids) for outcome in batch)
-                self.wakeup.set()
+            self.in_flight -= sum(len(outcome.delivery.job_ids) for outcome in batch)
+            self.wakeup.set()
 
     async def run(self) -> None:
         while not self.stop.is_set():
