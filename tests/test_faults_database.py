@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.mail import worker
@@ -37,6 +37,7 @@ LENIENT_SPAM = {"spam_quarantine_score": "1000", "spam_reject_score": "2000"}
 
 
 real_record_outcomes = worker.record_outcomes
+real_record_outcome = worker.record_outcome
 
 
 def message(alias: str, subject: str, body: str = "Hello there.\r\n") -> bytes:
@@ -148,17 +149,37 @@ def test_a_full_disk_tempfails_then_mail_is_accepted_once_there_is_room(tmp_path
 # --- the database failing while a worker records what it delivered ----------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    failures = [OperationalError("the database went away")]
+def fail_the_transaction(monkeypatch: pytest.MonkeyPatch, failures: list[Exception]) -> None:
+    """The first recording fails as a whole (the database is gone when it starts)."""
 
-    def record_once_the_database_is_back(*args: Any) -> None:
+    def record_outcomes(*args: Any) -> list[worker.Outcome]:
         if failures:
             raise failures.pop()
-        real_record_outcomes(*args)
+        return real_record_outcomes(*args)
 
-    monkeypatch.setattr(worker, "record_outcomes", record_once_the_database_is_back)
+    monkeypatch.setattr(worker, "record_outcomes", record_outcomes)
+
+
+def lose_the_connection_midway(monkeypatch: pytest.MonkeyPatch,
+                               failures: list[Exception]) -> None:
+    """The first outcome fails in a way that leaves the transaction to be rolled back (the
+    connection broke under it): Django then rolls back on leaving the block, silently."""
+
+    def record_outcome(*args: Any) -> None:
+        if failures:
+            transaction.set_rollback(True)
+            raise failures.pop()
+        real_record_outcome(*args)
+
+    monkeypatch.setattr(worker, "record_outcome", record_outcome)
+
+
+@pytest.mark.parametrize("fault", [fail_the_transaction, lose_the_connection_midway])
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(
+        monkeypatch: pytest.MonkeyPatch, fault: Any) -> None:
+    failures: list[Exception] = [OperationalError("the database went away")]
+    fault(monkeypatch, failures)
     monkeypatch.setattr(worker, "DATABASE_RETRY", 0.1)
     with SmtpSink("127.0.0.3") as sink:
         monkeypatch.setenv("MAILCLOAK_TRANSPORTS", f"mailbox.test=[127.0.0.3]:{sink.port}")

@@ -61,6 +61,7 @@ DATABASE_RETRY = 5.0  # seconds to wait after the database failed us
 MESSAGES_PER_LANE = 4  # a second session to a domain pays off once this many messages wait
 SHUTDOWN_GRACE = 30.0  # seconds running deliveries get to finish when stopping
 RENEW_EVERY = WORKER_LEASE.total_seconds() / 3  # leases of jobs in hand are renewed this often
+RECORD_ATTEMPTS = 12  # an outcome the database did not take is tried again, DATABASE_RETRY apart
 
 
 def new_worker_id() -> str:
@@ -73,6 +74,7 @@ class Outcome:
     sent: bytes = b""  # the signed message as handed to the receiving server
     results: list[DeliveryResult] | None = None
     error: BaseException | None = None  # an unexpected error: the shunt path
+    record_attempts: int = 0  # attempts to record it that the database did not take
 
 
 def prepare(delivery: Delivery) -> bytes:
@@ -93,9 +95,11 @@ def record_outcome(outcome: Outcome, worker_id: str) -> None:
         record_crash(outcome.delivery, outcome.error or RuntimeError("no result"), worker_id)
 
 
-def record_outcomes(outcomes: list[Outcome], worker_id: str) -> None:
+def record_outcomes(outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
     """Record several outcomes in one transaction (one commit, one fsync); each job keeps its
-    own savepoint, so one that fails does not undo the others."""
+    own savepoint, so one that fails does not undo the others. Returns the outcomes not
+    recorded: those that failed, or all of them when the transaction is lost."""
+    failed: list[Outcome] = []
     with transaction.atomic():
         for outcome in outcomes:
             try:
@@ -103,6 +107,10 @@ def record_outcomes(outcomes: list[Outcome], worker_id: str) -> None:
             except DatabaseError:
                 log.exception("recording the outcome of a delivery failed",
                               extra=fields(queue_id=outcome.delivery.queue_id))
+                failed.append(outcome)
+        if transaction.get_rollback():  # a savepoint could not be undone (connection lost)
+            return list(outcomes)  # and leaving the block rolls everything back, silently
+    return failed
 
 
 class Runner:
@@ -234,23 +242,33 @@ class _WorkerLoop:
         while self.outcomes:
             batch, self.outcomes = self.outcomes, []
             try:
-                await _db(record_outcomes, batch, self.worker_id)
+                unrecorded = await _db(record_outcomes, batch, self.worker_id)
             except DatabaseError:
-                if not self.stop.is_set():
-                    # The mail went out: record it once the database is back (its leases are
-                    # renewed meanwhile), rather than send it again when they run out.
-                    log.exception("recording the outcomes of %d deliveries failed; trying "
-                                  "again", len(batch))
-                    self.outcomes = batch + self.outcomes
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), DATABASE_RETRY)
-                    continue
                 log.exception("recording the outcomes of %d deliveries failed", len(batch))
+                unrecorded = batch
             except Exception:
                 # The jobs keep their lease; when it runs out another attempt picks them up.
                 log.exception("recording the outcomes of %d deliveries failed", len(batch))
-            self.in_flight -= sum(len(outcome.delivery.job_ids) for outcome in batch)
+                unrecorded = []
+            retry = self._to_record_again(unrecorded)
+            kept = {id(outcome) for outcome in retry}
+            self.in_flight -= sum(len(outcome.delivery.job_ids) for outcome in batch
+                                  if id(outcome) not in kept)
             self.wakeup.set()
+            if retry:
+                self.outcomes = retry + self.outcomes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), DATABASE_RETRY)
+
+    def _to_record_again(self, unrecorded: list[Outcome]) -> list[Outcome]:
+        """The mail went out: record it once the database is back (its leases are renewed
+        meanwhile) rather than send it again when they run out; within limits, and not while
+        stopping (the leases then run out, and the jobs are retried)."""
+        for outcome in unrecorded:
+            outcome.record_attempts += 1
+        if self.stop.is_set():
+            return []
+        return [outcome for outcome in unrecorded if outcome.record_attempts < RECORD_ATTEMPTS]
 
     async def run(self) -> None:
         while not self.stop.is_set():
