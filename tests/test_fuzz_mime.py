@@ -98,3 +98,21 @@ def test_a_cc_of_thousands_makes_a_bounded_number_of_contacts(alias: Alias) -> N
     assert cc.value.count("@alias.test>") == rewrite.ADDRESS_LIMIT
     assert [field.key for field in fields].count("list-post") == 1
     assert alias.contacts.count() <= rewrite.ADDRESS_LIMIT + 2  # Cc, the sender, one list
+
+
+BROKEN_ARC_SETS = (
+    b"ARC-Seal:b=oCVh+DPMFp8E5x+gHQZYwn2aLdx1Puf6PA==; bh=AAAA; h=from:subject; cv=none;"
+    b" c=relaxed/relaxed; a=rsa-sha256; i=\r\n"
+    b"DKIM-Signature:d=sender.test\r\n"
+    b"ARC-Message-Signature:c=relaxed/relaxed; ;;\r\n"
+    b"ARC-Seal:c=relaxed/relaxed; h=from:subject; cv=none; d=sender.test; =\r\n"
+    b"ARC-Authentication-Results: ;;; =; i=; a=rsa-sha256; d=sender.test\r\n"
+    b"From: Friend <friend@sender.test>\r\nSubject: sets\r\n\r\nhello\r\n")
+
+
+@pytest.mark.usefixtures("lenient_spam_thresholds")
+def test_arc_sets_our_seal_cannot_follow_are_forwarded_unsealed(alias: Alias) -> None:
+    """authres raised AttributeError writing back results read from such sets: the seal
+    failed outside SealError and the message got 451 for ever."""
+    result, problem = check_message(BROKEN_ARC_SETS, alias)
+    assert problem is None and result is not None and result.state == "forwarded"

@@ -5,7 +5,8 @@
 
 Each case is built by one named kind (broken boundaries, bad transfer encodings, unknown
 charsets, deep nesting, header injection, gigantic headers, many parts, nested message/rfc822,
-NUL and 8-bit bytes, random byte mutations of a sound message) from its own random generator
+NUL and 8-bit bytes, broken DKIM signatures and ARC sets, random byte mutations of a sound
+message) from its own random generator
 seeded by (seed, index): case 5123 of seed 8 is the same bytes on every machine, so a failure
 is reproduced from its name alone. Line ends are CRLF, as after SMTP's DATA (a bare CR or LF
 is refused before any parsing), and no case is larger than a few megabytes.
@@ -230,6 +231,21 @@ def odd_structure(rng: random.Random) -> bytes:
     return rng.choice(choices)
 
 
+def broken_signatures(rng: random.Random) -> bytes:
+    """DKIM signatures and ARC sets that are incomplete, repeated or out of shape."""
+    instance = rng.choice([b"1", b"0", b"2", b"50", b"-1", b"x", b""])
+    tags = [b"a=rsa-sha256", b"d=sender.test", b"s=sel", b"h=from:subject", b"bh=AAAA",
+            b"b=" + base64.b64encode(_junk(rng, rng.randint(0, 40))), b"c=relaxed/relaxed",
+            b"i=" + instance, b"cv=" + rng.choice([b"none", b"pass", b"fail", b"x"]),
+            b"t=" + rng.choice([b"1700000000", b"-5", b"99999999999999999999"]), b"=", b";;"]
+    fields = []
+    for name in rng.sample([b"DKIM-Signature", b"ARC-Seal", b"ARC-Message-Signature",
+                            b"ARC-Authentication-Results", b"ARC-Seal"], rng.randint(1, 5)):
+        chosen = rng.sample(tags, rng.randint(0, len(tags)))
+        fields.append(name + rng.choice([b":", b": ", b" : "]) + b"; ".join(chosen))
+    return CRLF.join(fields) + CRLF + _headers(rng) + CRLF + _text(rng) + CRLF
+
+
 def mutated(rng: random.Random) -> bytes:
     """A sound multipart message with random bytes flipped, inserted and cut out."""
     message = bytearray(_headers(rng, b"MIME-Version: 1.0")
@@ -250,5 +266,5 @@ KINDS: dict[str, Callable[[random.Random], bytes]] = {
     builder.__name__: builder
     for builder in (broken_boundaries, bad_encodings, invalid_charsets, deep_nesting,
                     nested_messages, header_injection, gigantic_headers, many_parts, nul_bytes,
-                    eight_bit_headers, odd_structure, mutated)
+                    eight_bit_headers, odd_structure, broken_signatures, mutated)
 }

@@ -22,6 +22,12 @@ from mailcloak.mail import rsa_openssl
 from mailcloak.mail.auth_message import ParsedMessage, as_domain, dkimpy_log
 from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 
+# dkimpy and authres read hostile fields with bare indexing and attribute access: a set
+# without its ARC-Message-Signature raises IndexError, a result property authres parsed as
+# plain text AttributeError when written back. Each means "cannot read (or seal) this".
+LIBRARY_ERRORS = (dkim.DKIMException, AuthResError, AttributeError, IndexError, KeyError,
+                  TypeError, ValueError)
+
 rsa_openssl.install()  # seals are RSA signatures: through OpenSSL, not Python integers
 
 ARC_FIELDS = ("arc-seal", "arc-message-signature", "arc-authentication-results")
@@ -89,9 +95,7 @@ def validate_chain(message: ParsedMessage, dnsfunc: DnsFunc) -> ArcResult:
         return ArcResult("fail", instances, comment="too many ARC sets")
     try:
         status, sets, _ = message.verifier(dkim.ARC).verify(dnsfunc=dnsfunc)
-    except (dkim.DKIMException, IndexError, KeyError, ValueError, TypeError):
-        # dkimpy reads a malformed set with bare indexing (IndexError for a set that lacks
-        # its ARC-Message-Signature): a chain it cannot read is a broken one.
+    except LIBRARY_ERRORS:  # a chain dkimpy cannot read is a broken one
         status, sets = dkim.CV_Fail, []
     sealer = sets[0]["as-domain"].decode("ascii", "replace") if sets else ""
     if status == dkim.CV_Pass:
@@ -152,7 +156,11 @@ def _results_to_seal(auth_results: str, *, chain_present: bool) -> str:
     except (AuthResError, ValueError) as exc:
         raise SealError(f"not an Authentication-Results value: {exc}") from None
     header.results = [result for result in header.results if result.method != "arc"]
-    return str(header).split(":", 1)[1].strip()
+    try:
+        return str(header).split(":", 1)[1].strip()
+    except LIBRARY_ERRORS as exc:
+        name = type(exc).__name__
+        raise SealError(f"cannot write the Authentication-Results value: {name}") from None
 
 
 def _rsa_key(keys: Sequence[DkimKey]) -> DkimKey:
@@ -187,8 +195,8 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
         arc_set = dkim.arc_sign(stamped, key.selector.encode(), signing_domain.encode(),
                                 key.private, authserv_id.encode(), timestamp=timestamp,
                                 logger=dkimpy_log, linesep=linesep)
-    except dkim.DKIMException as exc:
-        raise SealError(f"cannot ARC-seal the message: {exc}") from None
+    except LIBRARY_ERRORS as exc:
+        raise SealError(f"cannot ARC-seal the message: {type(exc).__name__}") from None
     if not arc_set:  # dkimpy found no results of ours, or none about the existing chain
         raise SealError("the Authentication-Results value does not parse, or says nothing "
                         "(arc=) about the ARC sets the message carries")
