@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.aliases.models import Domain
 from mailcloak.mail import worker
+from mailcloak.mail.committer import GroupCommitter
 from mailcloak.mail.models import DeliveryJob, QueuedMessage
 from mailcloak.mail.queue import enqueue
 from tests.support.postgres import throwaway_cluster
@@ -217,3 +219,50 @@ def running_worker() -> Iterator[None]:
     finally:
         control["loop"].call_soon_threadsafe(control["stop"].set)
         thread.join(timeout=30)
+
+
+# --- the connection breaking under a group commit ---------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_message_of_a_batch_whose_transaction_was_lost_is_taken_as_stored() -> None:
+    committer = GroupCommitter()
+    gate = threading.Event()
+
+    def first() -> str:
+        gate.wait(10)  # hold the writer while the batch queues up behind it
+        return add_domain("first.test")
+
+    def connection_breaks() -> None:
+        """Fails so that its savepoint cannot be undone either, as when the server is gone."""
+        writer_connection = connection  # this thread's
+
+        def savepoint_rollback(sid: str) -> None:
+            del writer_connection.savepoint_rollback  # once
+            raise OperationalError("server closed the connection unexpectedly")
+
+        writer_connection.savepoint_rollback = savepoint_rollback  # type: ignore[method-assign]
+        raise OperationalError("server closed the connection unexpectedly")
+
+    async def main() -> list[object]:
+        head = asyncio.ensure_future(committer.run(first))
+        await asyncio.sleep(0.05)
+        batch = [asyncio.ensure_future(committer.run(add_domain, "stored.test")),
+                 asyncio.ensure_future(committer.run(connection_breaks))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(head, *batch, return_exceptions=True)
+
+    try:
+        head, stored, broken = asyncio.run(main())
+    finally:
+        committer.close()
+    assert head == "first.test"
+    assert isinstance(broken, DatabaseError)
+    assert isinstance(stored, DatabaseError), "its 250 would be a lie"
+    assert not Domain.objects.filter(name="stored.test").exists()
+
+
+def add_domain(name: str) -> str:
+    Domain.objects.create(name=name)
+    return name

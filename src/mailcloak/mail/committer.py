@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from django.db import close_old_connections, connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 
 log = logging.getLogger("mailcloak.smtpd")
 T = TypeVar("T")
@@ -97,6 +97,10 @@ class GroupCommitter:
             with transaction.atomic():
                 for work in batch:
                     results.append(self._run_one(work))
+                if transaction.get_rollback():
+                    # A savepoint could not be undone (the connection broke): leaving the block
+                    # would roll the whole batch back without a word. None of it is stored.
+                    raise DatabaseError("the transaction was lost")
         except Exception as exc:  # the commit failed: nothing of the batch is stored
             results = [(False, exc)] * len(batch)
         self.batches += 1
