@@ -357,7 +357,9 @@ class SmtpProtocol(SMTP):
                 status = await self._call_handler_hook("DATA")
             finally:
                 self._committing = False
-            self._set_post_data_state()
+                # Also after a failure (451 from handle_exception): the next MAIL starts
+                # a new transaction instead of meeting this one's sender and recipients.
+                self._set_post_data_state()
             await self.push(status)
 
 
