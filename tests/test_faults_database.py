@@ -1,10 +1,10 @@
 """The database failing under a running `mailcloak smtpd`: a 451 for what cannot be stored,
 never a 250 that is lost, and mail accepted again as soon as storage is back, without a restart.
-And under a delivery worker: what it delivered is recorded once the database is back, not sent
-again.
+A group commit whose connection breaks stores none of its batch, and says so to each message.
+A delivery worker records what it delivered once the database is back, rather than send it again.
 
-Real processes: `mailcloak smtpd` and `mailcloak worker` on a throwaway PostgreSQL cluster that
-the test stops and starts; and on a SQLite database on a tiny tmpfs that the test fills.
+The slow ones run real processes: `mailcloak smtpd` and `mailcloak worker` on a throwaway
+PostgreSQL cluster that the test stops and starts, and on SQLite on a tiny tmpfs that it fills.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from tests.support.postgres import throwaway_cluster
 from tests.support.processes import Deployment
 from tests.support.sink import SmtpSink
 
-pytestmark = pytest.mark.slow
-
 LENIENT_SPAM = {"spam_quarantine_score": "1000", "spam_reject_score": "2000"}
 
 
@@ -58,6 +56,7 @@ def set_up(deployment: Deployment) -> str:
     return deployment.cli("alias", "add", "owner@mailbox.test").strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_postgresql_restart_tempfails_then_mail_flows_again(tmp_path: Path) -> None:
     with SmtpSink("127.0.0.3") as sink, throwaway_cluster() as cluster:
         deployment = Deployment(tmp_path, cluster.url, **LENIENT_SPAM,
@@ -128,6 +127,7 @@ def stored_messages(database: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM mail_queuedmessage").fetchone()[0])
 
 
+@pytest.mark.slow
 def test_a_full_disk_tempfails_then_mail_is_accepted_once_there_is_room(tmp_path: Path) -> None:
     with tiny_tmpfs(tmp_path / "disk", "16m") as disk:
         database = disk / "mailcloak.sqlite3"
