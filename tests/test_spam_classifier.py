@@ -75,6 +75,44 @@ def test_signs_of_obfuscation_become_tokens() -> None:
             "amount-of-money"} <= found
 
 
+def test_how_the_sender_wrote_the_header_becomes_tokens() -> None:
+    raw = (b"From: ALICE BANK <abc123x@bank.test>\r\n"
+           b"To: a@one.test, b@two.test, c@three.test, d@four.test, e@five.test, f@six.test\r\n"
+           b"Subject: =?utf-8?B?SGVsbG8=?=\r\nMessage-ID: <1.2@mailer.bank.test>\r\n"
+           b"In-Reply-To: <0.1@elsewhere.test>\r\nX-Priority: 3 (Normal)\r\n"
+           b"X-MSMail-Priority: Normal\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"PHA+SGVsbG88L3A+\r\n")
+    found = tokens(parse(raw))
+    assert {"header:in-reply-to", "header:mime-version", "header:x-priority:# (normal)",
+            "header:x-msmail-priority:normal", "subject-encoding:utf-8:b", "from-local:a9a",
+            "from:name-capitals", "recipients:many", "message-id:sender-domain",
+            "top:text/html", "encoding:text/html:base64"} <= found
+
+
+def test_routing_list_and_mailbox_fields_never_become_tokens() -> None:
+    """Relays, lists and the collecting mailbox write these: they tell how a message
+    travelled and was stored, not what it is."""
+    raw = (b"Received: from relay.test by mx.test; Mon, 1 Jun 2026 10:00:00 +0000\r\n"
+           b"Delivered-To: user@mx.test\r\nX-Keywords: Junk\r\nX-Status: RO\r\n"
+           b"List-Id: <devs.lists.test>\r\nPrecedence: list\r\nErrors-To: owner@lists.test\r\n"
+           b"From: Alice <alice@mailbox.test>\r\nSubject: notes\r\n\r\nThe notes.\r\n")
+    found = tokens(parse(raw))
+    assert not {tok for tok in found if tok.startswith("header:")}
+    assert not {tok for tok in found if any(name in tok for name in (
+        "received", "delivered", "keywords", "status", "precedence", "errors", "relay"))}
+
+
+def test_how_links_are_written_becomes_tokens() -> None:
+    raw = (b"From: Bank <alert@bank.test>\r\nSubject: account\r\n\r\n"
+           b"Sign in at http://bank.test@login.evil.test:8080/%73ign or "
+           b"http://click.mailer.shop.test/offer\r\n")
+    found = tokens(parse(raw))
+    assert {"url:user-info", "url:port", "url:escaped", "url:evil.test",
+            "url-host-word:login", "url-host-word:click"} <= found
+    assert "url:bank.test" not in found  # the user-info part is not where the link leads
+
+
 def test_token_ids_are_stable_across_processes() -> None:
     assert token_ids(["viagra"]) == [287661370]
 

@@ -268,6 +268,7 @@ class MessageView:
     has_html: bool = False
     attachments: list[Attachment] = field(default_factory=list)
     charsets: set[str] = field(default_factory=set)
+    text_encodings: set[str] = field(default_factory=set)  # "text/html:base64", ...
     urls: list[str] = field(default_factory=list)   # every URL, from text and from HTML
     list_names: frozenset[str] = frozenset()         # the mailing list that relayed it, if any
     truncated: bool = False                          # some part was longer than the scan limit
@@ -344,6 +345,8 @@ def _read_part(view: MessageView, part: Message, scan_limit: int,
     is_attachment = bool(filename) or _disposition(part) == "attachment"
     if content_type in {"text/plain", "text/html"} and not is_attachment:
         text = _decoded_text(view, part, scan_limit)
+        encoding = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()[:20]
+        view.text_encodings.add(f"{content_type}:{encoding}")
         if content_type == "text/plain":
             view.has_plain = True
             plain_parts.append(text)

@@ -16,7 +16,12 @@ import unicodedata
 import zlib
 from collections.abc import Container, Iterable
 
-from mailcloak.mail.spam.features import MessageView, registered_domain, url_host
+from mailcloak.mail.spam.features import (
+    MessageView,
+    header_text,
+    registered_domain,
+    url_host,
+)
 
 MIN_WORD, MAX_WORD = 3, 20
 MAX_CJK_BIGRAMS = 400
@@ -47,6 +52,17 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)", re.IGNORECASE)
 _VIA_LIST = re.compile(r"\s+via\s+.*$", re.IGNORECASE)
 _LATIN = re.compile(r"[a-z]")
+_ENCODED_WORD = re.compile(r"=\?([^?]{1,40})\?([bq])\?", re.IGNORECASE)
+_ADDRESS = re.compile(r"[\w.+=-]+@[\w-]+(?:\.[\w-]+)+")
+_LETTER_RUN = re.compile(r"[a-z]+")
+_DIGIT_RUN = re.compile(r"\d+")
+# Fields that only the sender's program writes: replies' threading, the organisation, the
+# program's own marks. Routing, list and mailbox fields are left out: they say how a message
+# travelled and was collected, not what it is.
+_SENDER_FIELDS = ("in-reply-to", "references", "organization", "x-accept-language",
+                  "thread-index", "content-class", "x-face", "x-operating-system", "x-url",
+                  "x-originating-ip", "mime-version", "x-mimeole", "content-disposition")
+_SENDER_VALUES = ("x-priority", "x-msmail-priority", "importance")
 _LOOKALIKE = re.compile("[\u0250-\u02af\u0370-\u03ff\u0400-\u04ff\u1d00-\u1dbf]")
 
 # Text that list hosts add to every message: platform footers and the hosts' advertisements.
@@ -73,6 +89,7 @@ def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> set[st
     found: set[str] = set()
     _subject_tokens(view, masked, found)
     _sender_tokens(view, masked, found)
+    _header_tokens(view, found)
     text = strip_list_additions(view.visible_text, view.list_names)
     text, text_links = _address_tokens(text, masked, found)
     _text_signs(text, found)
@@ -182,6 +199,58 @@ def _shape_tokens(view: MessageView, found: set[str]) -> None:
         found.add("shape:boundary:" + _shape(boundary.group(1))[:16])
 
 
+def _header_tokens(view: MessageView, found: set[str]) -> None:
+    """Signs of how the sender's program wrote the header: the fields it adds, its priority
+    marks, how it encoded the subject, the shape of the sender's address and how many
+    people it was sent to. Only fields the sender writes: never a relay's, a list's or the
+    collecting mailbox's."""
+    for name in _SENDER_FIELDS:
+        if name in view.fields:
+            found.add("header:" + name)
+    for name in _SENDER_VALUES:
+        value = view.header(name).lower()
+        if value:
+            found.add(f"header:{name}:" + " ".join(_DIGITS.sub("#", value).split()[:2]))
+    raw_subject = view.fields.get("subject", [""])[0]
+    encoded = _ENCODED_WORD.search(raw_subject)
+    if encoded:
+        found.add(f"subject-encoding:{encoded.group(1).lower()}:{encoded.group(2).lower()}")
+    elif not raw_subject.isascii():
+        found.add("subject-encoding:8bit")
+    local = view.from_address.partition("@")[0]
+    if local:
+        found.add("from-local:" + _run_shape(local)[:12])
+    if not view.from_name:
+        found.add("from:no-name")
+    elif view.from_name.isupper():
+        found.add("from:name-capitals")
+    _recipient_tokens(view, found)
+    message_id_host = view.header("Message-ID").rpartition("@")[2].strip("<> ").lower()
+    if not message_id_host:
+        found.add("message-id:no-host")
+    elif view.from_domain:
+        same = registered_domain(message_id_host) == registered_domain(view.from_domain)
+        found.add("message-id:" + ("sender-domain" if same else "other-domain"))
+    found.add("top:" + view.message.get_content_type().lower()[:40])
+    for encoding in view.text_encodings:
+        found.add("encoding:" + encoding)
+
+
+def _recipient_tokens(view: MessageView, found: set[str]) -> None:
+    addresses = [address for name in ("to", "cc") for value in view.fields.get(name, [])
+                 for address in _ADDRESS.findall(header_text(value))]
+    count = len(addresses)
+    found.add("recipients:" + ("none" if not count else "one" if count == 1 else
+                               "few" if count < 6 else "many"))
+    if view.from_address and view.from_address in (a.lower() for a in addresses):
+        found.add("recipients:sender-too")
+
+
+def _run_shape(value: str) -> str:
+    """A value with each run of letters written "a" and each run of digits "9"."""
+    return _DIGIT_RUN.sub("9", _LETTER_RUN.sub("a", value.lower()))
+
+
 def _shape(value: str) -> str:
     return _LETTERS.sub("a", _DIGITS.sub("9", value))
 
@@ -233,6 +302,16 @@ def _url_path_tokens(url: str, found: set[str]) -> None:
     for word in _URL_WORD.findall(path.lower())[:MAX_URL_WORDS]:
         if len(word) <= MAX_WORD and not word.isdigit():
             found.add("url-word:" + _DIGITS.sub("#", word))
+    netloc = rest.partition("/")[0] if rest else url.partition("/")[0]
+    if "@" in netloc:
+        found.add("url:user-info")  # http://bank.test@elsewhere.test/ shows one host, uses another
+    if ":" in netloc.rpartition("@")[2]:
+        found.add("url:port")
+    if "%" in url:
+        found.add("url:escaped")
+    first_label = netloc.rpartition("@")[2].lower().split(".", 1)[0]
+    if first_label.isalpha() and first_label != "www" and netloc.count(".") >= 2:
+        found.add("url-host-word:" + first_label[:MAX_WORD])
 
 
 def _domain_token(kind: str, host: str, masked: Container[str], found: set[str]) -> None:

@@ -33,7 +33,7 @@ from mailcloak.mail.spam.corpus import (
 )
 
 INNER_FOLDS = 5
-CALIBRATION_FP = 0.003      # share of training ham the decision point may block
+CALIBRATION_FP = 0.0045     # share of training ham the decision point may block
 CALIBRATION_SCALE = 2.0     # points per unit of log-odds
 PRIOR_STRENGTH = 5.0        # how many messages' worth of trust the rules' own points get
 ITERATIONS = 300
