@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.test import Client
 
 from mailcloak.aliases.models import Alias
 from mailcloak.mail import rewrite
@@ -40,16 +41,23 @@ def run_sample(alias: Alias, *, start: int, count: int) -> dict[str, int]:
 
 
 @pytest.mark.usefixtures("lenient_spam_thresholds")
-def test_fuzzed_messages_forwarded_or_refused(alias: Alias) -> None:
-    """With thresholds no toy message reaches, the forward path meets every case."""
+def test_fuzzed_messages_forwarded_or_refused(alias: Alias, logged_in: Client) -> None:
+    """With thresholds no toy message reaches, the forward path meets every case; the
+    owner's pages list what was forwarded and the contacts it made."""
     states = run_sample(alias, start=0, count=200)
     assert states["forwarded"] > 100  # most malformed mail is still forwarded
+    for page in ("/quarantine/forwarded/", f"/aliases/{alias.pk}/"):
+        assert logged_in.get(page).status_code == 200, page
 
 
-def test_fuzzed_messages_with_the_default_thresholds(alias: Alias) -> None:
-    """With the shipped thresholds, the quarantine and the DATA-time refusal meet them too."""
+def test_fuzzed_messages_with_the_default_thresholds(alias: Alias, logged_in: Client) -> None:
+    """With the shipped thresholds, the quarantine and the DATA-time refusal meet them too,
+    and the quarantine shows every held message."""
     states = run_sample(alias, start=200, count=100)
     assert states["quarantined"] > 0 and states["rejected"] > 0
+    pages = ["/quarantine/", f"/aliases/{alias.pk}/"] + [
+        f"/quarantine/{pk}/" for pk in QuarantinedMessage.objects.values_list("pk", flat=True)]
+    assert {page: logged_in.get(page).status_code for page in pages} == dict.fromkeys(pages, 200)
 
 
 def test_every_kind_is_sampled() -> None:
