@@ -31,6 +31,10 @@ class QueuedMessage(models.Model):
                               related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        # The retention sweep and the metrics read messages by age.
+        indexes: ClassVar = [models.Index(fields=["created_at"], name="queued_created_idx")]
+
     def __str__(self) -> str:
         return self.queue_id
 
@@ -64,6 +68,7 @@ class DeliveryJob(models.Model):
     class Meta:
         indexes: ClassVar = [
             models.Index(fields=["state", "next_attempt_at"], name="job_due_idx"),
+            models.Index(fields=["finished_at"], name="job_finished_idx"),  # metrics by hour
         ]
 
     def __str__(self) -> str:
@@ -90,6 +95,7 @@ class Bounce(models.Model):
 
     class Meta:
         ordering: ClassVar = ["-created_at"]
+        indexes: ClassVar = [models.Index(fields=["created_at"], name="bounce_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.recipient}: {self.reason[:60]}"
@@ -115,6 +121,7 @@ class RefusedReply(models.Model):
 
     class Meta:
         ordering: ClassVar = ["-created_at"]
+        indexes: ClassVar = [models.Index(fields=["created_at"], name="refused_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.alias_id}: {self.reason}"
