@@ -1,12 +1,13 @@
 """The words and signals the spam classifier learns from, taken from a parsed message.
 
 Only what a message in a user's inbox really carries becomes a token: words of the subject
-and of the visible text, the domains of links and of addresses in the text, and a few
-structural signs (HTML only, attachment types, hidden text, obfuscated words). Routing and
-archive headers, list headers, dates and numbers never do: they describe how a message was
-collected, not what it is. What a mailing list adds to a message (its subject tag, its
-footer, the host's advertisement) is removed first, and domains that stand for the recipient
-or were anonymised are dropped (`masked`).
+and of the visible text, the domains of links and of addresses in the text, how the sender's
+program wrote the header and the links (fields only it writes, priority marks, encodings,
+shapes of addresses and ids), and a few structural signs (HTML only, attachment types,
+hidden text, obfuscated words). Routing and archive headers, list headers, dates and
+numbers never do: they describe how a message was collected, not what it is. What a mailing
+list adds to a message (its subject tag, its footer, the host's advertisement) is removed
+first, and domains that stand for the recipient or were anonymised are dropped (`masked`).
 """
 
 from __future__ import annotations
