@@ -113,6 +113,13 @@ def test_how_links_are_written_becomes_tokens() -> None:
     assert "url:bank.test" not in found  # the user-info part is not where the link leads
 
 
+def test_a_subject_padded_to_hide_its_tail_is_a_sign() -> None:
+    padded = b"From: a@b.test\r\nSubject: Invites you with open arms          25336\r\n\r\nHi\r\n"
+    assert "subject:padded" in tokens(parse(padded))
+    plain = padded.replace(b"          ", b" ")
+    assert "subject:padded" not in tokens(parse(plain))
+
+
 def test_token_ids_are_stable_across_processes() -> None:
     assert token_ids(["viagra"]) == [287661370]
 

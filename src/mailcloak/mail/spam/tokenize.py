@@ -47,6 +47,7 @@ _SUBJECT_TAG = re.compile(r"\[([^\[\]]{1,40})\]\s*")
 _URL_WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 MAX_URL_WORDS = 8
 _SUBJECT_TAIL_NUMBER = re.compile(r"\s\d{4,}\s*$|\s[a-zA-Z]{2,4}\d+[a-zA-Z]*\s*$")
+_SUBJECT_PADDING = re.compile(r"\S[ \t]{4,}\S|\.{6,}|\S[ \t]{8,}$")
 _TOLL_FREE = re.compile(r"\b1?[-. (]*8(?:00|88|77|66|55|44)[-. )]*\d{3}[-. ]*\d{4}\b")
 _PHONE = re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b")
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -154,6 +155,8 @@ def _subject_tokens(view: MessageView, masked: Container[str], found: set[str]) 
         found.add("subject:exclamation")
     if _SUBJECT_TAIL_NUMBER.search(subject):
         found.add("subject:trailing-number")  # spam tools append counters and random ids
+    if _SUBJECT_PADDING.search(view.fields.get("subject", [""])[0]):  # as written, unfolded
+        found.add("subject:padded")  # spaces or dots pushing an id out of the reader's view
     _word_tokens(subject, "s:", found, masked)
 
 
