@@ -55,7 +55,7 @@ _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)", re.IGNORECASE)
 _VIA_LIST = re.compile(r"\s+via\s+.*$", re.IGNORECASE)
 _LATIN = re.compile(r"[a-z]")
 _ENCODED_WORD = re.compile(r"=\?([^?]{1,40})\?([bq])\?", re.IGNORECASE)
-_ADDRESS = re.compile(r"[\w.+=-]+@[\w-]+(?:\.[\w-]+)+")
+_ADDRESS = re.compile(r"(?<![\w.+=-])[\w.+=-]+@[\w-]+(?:\.[\w-]+)+")  # look-behind: see _EMAIL
 _LETTER_RUN = re.compile(r"[a-z]+")
 _DIGIT_RUN = re.compile(r"\d+")
 # Fields that only the sender's program writes: replies' threading, the organisation, the
