@@ -120,6 +120,12 @@ def test_a_subject_padded_to_hide_its_tail_is_a_sign() -> None:
     assert "subject:padded" not in tokens(parse(plain))
 
 
+def test_words_joined_by_punctuation_are_separate_tokens() -> None:
+    found = tokens(parse(b"Subject: x\r\n\r\nThousands of addresses,and (fresh) lists;today\r\n"))
+    assert {"addresses", "and", "fresh", "lists", "today"} <= found
+    assert not {tok for tok in found if "," in tok or ";" in tok or "(" in tok}
+
+
 def test_token_ids_are_stable_across_processes() -> None:
     assert token_ids(["viagra"]) == [287661370]
 

@@ -48,6 +48,7 @@ _URL_WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 MAX_URL_WORDS = 8
 _SUBJECT_TAIL_NUMBER = re.compile(r"\s\d{4,}\s*$|\s[a-zA-Z]{2,4}\d+[a-zA-Z]*\s*$")
 _SUBJECT_PADDING = re.compile(r"\S[ \t]{4,}\S|\.{6,}|\S[ \t]{8,}$")
+_WORD_SPLIT = re.compile(r"[\s,;()\[\]{}<>\"|]+")  # "addresses,and" is two words
 _TOLL_FREE = re.compile(r"\b1?[-. (]*8(?:00|88|77|66|55|44)[-. )]*\d{3}[-. ]*\d{4}\b")
 _PHONE = re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b")
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -367,7 +368,7 @@ def _word_tokens(text: str, prefix: str, found: set[str],
         if _CJK.search(text):
             _cjk_tokens(text, prefix, found)
         text = unicodedata.normalize("NFKC", text)
-    for raw_word in text.lower().split():
+    for raw_word in _WORD_SPLIT.split(text.lower()):
         word = raw_word.strip(_EDGE_PUNCTUATION)
         if len(word) < MIN_WORD or ("." in word and registered_domain(word) in masked):
             continue
