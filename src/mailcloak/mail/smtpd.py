@@ -195,6 +195,7 @@ class SmtpProtocol(SMTP):
         self._last_touch = 0.0
         self._committing = self._closing = self._shutdown_requested = False
         self._counted = False  # whether this session is in SMTP_SESSIONS_ACTIVE
+        self._in_data = self._eof_in_data = False
 
     def _create_envelope(self) -> MailcloakEnvelope:
         return MailcloakEnvelope()
@@ -211,6 +212,15 @@ class SmtpProtocol(SMTP):
         SMTP_SESSIONS_ACTIVE.inc()
         self._counted = True
         await super()._handle_client()
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side. aiosmtpd ends the session at once: during DATA that
+        dropped the reply to a message being stored (a client that pipelines its message and
+        half-closes got no 250 and sent it again), so then the session ends after the reply."""
+        if not self._in_data:
+            return super().eof_received()
+        self._eof_in_data = True
+        return asyncio.StreamReaderProtocol.eof_received(self)  # read_data sees the end
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.live.discard(self)
@@ -345,22 +355,31 @@ class SmtpProtocol(SMTP):
         elif arg:
             await self.push(replies.SYNTAX_ERROR.with_text(reason="DATA takes no argument").line)
         else:
-            await self.push(replies.START_DATA.line)
-            received = await read_data(self._reader, max_size=self.options.max_message_size,
-                                       keep_alive=self.keep_alive)
-            if isinstance(received, Reply):
-                envelope.data_error = received
-            else:
-                envelope.content = envelope.original_content = received
-            self._committing = True
+            self._in_data = True
             try:
-                status = await self._call_handler_hook("DATA")
+                await self._receive_message(envelope)
             finally:
-                self._committing = False
-                # Also after a failure (451 from handle_exception): the next MAIL starts
-                # a new transaction instead of meeting this one's sender and recipients.
-                self._set_post_data_state()
-            await self.push(status)
+                self._in_data = False
+            if self._eof_in_data:  # the reply is out: end as aiosmtpd ends a closed session
+                raise ConnectionResetError("the client closed its side during DATA")
+
+    async def _receive_message(self, envelope: MailcloakEnvelope) -> None:
+        await self.push(replies.START_DATA.line)
+        received = await read_data(self._reader, max_size=self.options.max_message_size,
+                                   keep_alive=self.keep_alive)
+        if isinstance(received, Reply):
+            envelope.data_error = received
+        else:
+            envelope.content = envelope.original_content = received
+        self._committing = True
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._committing = False
+            # Also after a failure (451 from handle_exception): the next MAIL starts a new
+            # transaction instead of meeting this one's sender and recipients.
+            self._set_post_data_state()
+        await self.push(status)
 
 
 class Handler:
