@@ -41,14 +41,21 @@ test-sqlite: install-test
 test-postgres: install-test
 	scripts/with-postgres $(BIN)/pytest $(PYTEST_ARGS)
 
-# Long runs, not part of `make test`: kill -9 of smtpd and workers under load, round after
-# round, against a throwaway PostgreSQL; prints sent/accepted/delivered/lost/duplicated.
+# Long runs, not part of `make test` (about 45 minutes): kill -9 of smtpd and workers under
+# load, round after round, against a throwaway PostgreSQL (sent/accepted/delivered/lost/
+# duplicated); 10,000 malformed MIME messages and the whole corpus through the end of DATA;
+# SMTP memory over 10,000 hostile sessions; 5,000 fresh SMTP fuzz examples.
 SOAK_ARGS ?= --messages 5000 --rounds 5
+CORPUS ?= ../shared/corpus
 soak: install-test
 	scripts/with-postgres $(BIN)/python bench/soak.py $(SOAK_ARGS)
+	$(BIN)/python bench/fuzz_mime.py --cases 10000 --seed 9
+	@if [ -d $(CORPUS) ]; then $(BIN)/python bench/fuzz_mime.py --corpus $(CORPUS); \
+	  else echo "skipped: the corpus pass ($(CORPUS) is absent)"; fi
+	$(BIN)/python bench/smtp_memory.py --connections 10000
+	MAILCLOAK_TEST_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/test_fuzz_smtp.py
 
 # Retrain the builtin spam engine's shipped model on every corpus in ../shared/corpus.
-CORPUS ?= ../shared/corpus
 model: install
 	$(BIN)/mailcloak spam train --out src/mailcloak/mail/spam/model/spam-model.bin \
 	  --ham $(CORPUS)/spamassassin/ham --ham $(CORPUS)/modern-ham \
