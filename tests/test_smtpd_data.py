@@ -6,7 +6,7 @@ import pytest
 
 from mailcloak.mail import replies
 from mailcloak.mail.models import QueuedMessage
-from mailcloak.mail.smtpd import has_bare_line_ending, read_data
+from mailcloak.mail.smtp_data import has_bare_line_ending, read_data
 from tests.support.smtp_client import RawClient, RunningServer
 
 pytestmark = pytest.mark.usefixtures("lenient_spam_thresholds")

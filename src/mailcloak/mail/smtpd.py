@@ -1,10 +1,11 @@
 """Mailcloak's inbound SMTP server, built on aiosmtpd.
 
 `SmtpProtocol` is aiosmtpd's SMTP with our framing and limits: DATA ends only at <CRLF>.<CRLF>
-and a bare CR or LF anywhere in it is refused (no SMTP smuggling); SIZE is announced and
-enforced; connections, commands and errors are capped; every reply comes from `replies`.
+and a bare CR or LF anywhere in it is refused (no SMTP smuggling: smtp_data.py); SIZE is
+announced and enforced; connections, commands and errors are capped; every reply comes from
+`replies`.
 `Handler` holds the hooks: address parsing, the RCPT policy and the durable intake, the last two
-in worker threads so the event loop never waits on the database.
+in worker threads (dbthreads.py) so the event loop never waits on the database.
 
 `start_smtp_server` runs one server in the current event loop (`mailcloak smtpd` runs several
 processes of them: smtpd_processes.py).
@@ -16,15 +17,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, AnyStr, TypeVar
+from typing import AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError
 
 from mailcloak.mail import intake, policy, replies, tls
 from mailcloak.mail.addresses import (
@@ -36,9 +33,11 @@ from mailcloak.mail.addresses import (
 )
 from mailcloak.mail.analysis import Analysis, analyse
 from mailcloak.mail.committer import GroupCommitter
+from mailcloak.mail.dbthreads import DatabaseThreads
 from mailcloak.mail.forward import UnparseableMessage, check_forwardable
 from mailcloak.mail.queue import new_queue_id
 from mailcloak.mail.replies import Reply
+from mailcloak.mail.smtp_data import read_data
 from mailcloak.mail.spam.verdict import Direction, EngineUnavailable
 from mailcloak.mail.worker import wake as wake_workers
 from mailcloak.observability.instruments import (
@@ -51,7 +50,6 @@ from mailcloak.observability.redaction import log_key, redact_address
 from mailcloak.settings import Config
 
 log = logging.getLogger("mailcloak.smtpd")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,39 +70,6 @@ class ServerOptions:
         return cls(hostname=config.hostname, max_message_size=config.max_message_size,
                    max_recipients=config.max_recipients, max_connections=config.max_connections,
                    tls_context=tls.server_context(config), log_key=log_key(config.secret_key))
-
-
-class DatabaseThreads:
-    """Worker threads for ORM work. Each keeps its database connection between tasks; `close`
-    closes them all (tests and shutdown must not leave connections behind)."""
-
-    def __init__(self, size: int) -> None:
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix="smtpd-db",
-                                            initializer=self._register_thread)
-
-    def _register_thread(self) -> None:
-        for connection in connections.all():
-            connection.inc_thread_sharing()  # so that `close` may close it from another thread
-            with self._lock:
-                self._connections.append(connection)
-
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(_database_task, func, *args))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-
-
-def _database_task(func: Callable[..., T], *args: Any) -> T:
-    close_old_connections()  # drop a connection that broke or outlived CONN_MAX_AGE
-    return func(*args)
 
 
 class Connections:
@@ -132,50 +97,6 @@ class MailcloakEnvelope(Envelope):
         self.decisions: list[policy.Decision] = []  # accepted recipients
         self.queue_id = ""  # named at MAIL, so every log line of the transaction carries it
         self.data_error: Reply | None = None
-
-
-async def read_data(reader: asyncio.StreamReader, *, max_size: int,
-                    keep_alive: Callable[[], None] = lambda: None) -> bytes | Reply:
-    """The message after DATA, dot-unstuffed, or the Reply refusing it.
-
-    Only a line `.` preceded and ended by CRLF ends the data: `\\n.\\n`, `\\r.\\r`, `\\n.\\r\\n`
-    and `\\r\\n.\\n` are data, and since a bare CR or LF is refused (550 5.6.0) after reading
-    to the real end, what a smuggler puts after them is never read as commands. Lines of any
-    length are accepted; the size limit counts the whole message.
-    """
-    content = bytearray()
-    size = 0
-    line_start = after_crlf = True  # the DATA command line ended with CRLF
-    tail = b""  # the last two bytes read
-    while True:
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError as exc:  # a long line: take it in pieces
-            raw = await reader.readexactly(exc.consumed)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionResetError("connection closed during DATA") from exc
-        keep_alive()
-        if line_start and after_crlf and raw == b".\r\n":
-            break
-        chunk = raw[1:] if line_start and raw.startswith(b".") else raw
-        size += len(chunk)
-        if size <= max_size:
-            content += chunk
-        tail = raw[-2:] if len(raw) >= 2 else (tail + raw)[-2:]
-        line_start = raw.endswith(b"\n")
-        if line_start:
-            after_crlf = tail == b"\r\n"
-    if size > max_size:
-        return replies.MESSAGE_TOO_BIG
-    if has_bare_line_ending(content):
-        return replies.BARE_LINEFEED
-    return bytes(content)
-
-
-def has_bare_line_ending(data: bytes | bytearray) -> bool:
-    """Whether some CR is not followed by LF, or some LF not preceded by CR."""
-    crlf = data.count(b"\r\n")
-    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
 class SmtpProtocol(SMTP):
