@@ -128,3 +128,31 @@ def test_each_owner_gets_the_verdict_of_their_own_sensitivity(user: User,
     # The quarantine test pattern sits between each owner's thresholds: both hold it.
     assert set(QuarantinedMessage.objects.values_list("alias", flat=True)) == {
         normal_alias.pk, relaxed_alias.pk}
+
+
+def test_one_transaction_forwarding_and_replying_is_scanned_each_way(
+        user: User, alias: Alias, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply to a reverse alias that also copies an alias: the forwarded copy is judged as
+    inbound mail, the reply as outbound, each with its own recipients."""
+    from mailcloak.mail import smtpd
+    from mailcloak.mail.contacts import contact_for
+
+    scans: list[tuple[str, tuple[str, ...]]] = []
+
+    async def recording(raw: bytes, **kwargs: object) -> Analysis:
+        scans.append((str(kwargs["direction"]), kwargs["recipients"]))  # type: ignore[arg-type]
+        return await real_analyse(raw, **kwargs)  # type: ignore[arg-type]
+
+    real_analyse = smtpd.analyse
+    monkeypatch.setattr(smtpd, "analyse", recording)
+    contact = contact_for(alias, "friend@example.org")
+    other = create_alias(user)
+    owner = alias.mailbox.email
+    with RunningServer() as server, smtplib.SMTP(server.host, server.port) as client:
+        client.ehlo("client.test")
+        client.mail(owner)
+        assert client.rcpt(contact.reverse_address)[0] == 250
+        assert client.rcpt(other.address)[0] == 250
+        client.data(message("hello both", sender=owner))
+    assert sorted(scans) == [("inbound", (other.address,)),
+                             ("outbound", (contact.reverse_address,))]

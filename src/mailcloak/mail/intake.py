@@ -47,6 +47,9 @@ class InboundMessage:
     recipients: tuple[Decision, ...]  # the accepted ones, in RCPT order
     content: bytes
     analysis: Analysis | None = None  # None: nothing to forward, so nothing was scanned
+    # The scan as outbound mail, for the replies, when the same transaction also forwards
+    # (otherwise `analysis` is already the one the replies need).
+    outbound_analysis: Analysis | None = None
 
 
 @dataclass
@@ -161,7 +164,7 @@ def _send_replies(message: InboundMessage, outcome: Outcome) -> Reply | None:
     decisions = _unique(d for d in message.recipients if d.action is Action.REPLY)
     if not decisions:
         return None
-    analysis = message.analysis
+    analysis = message.outbound_analysis or message.analysis
     assert analysis is not None  # replies are always scanned
     names = [] if outcome.queue_ids else [message.queue_id]  # the client's name goes first
 

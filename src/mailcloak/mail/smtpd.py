@@ -360,7 +360,7 @@ class Handler:
             return envelope.data_error.line
         assert isinstance(envelope.content, bytes)
         try:
-            analysis = await self._analyse(session, envelope)
+            analysis, outbound = await self._analyse(session, envelope)
         except UnparseableMessage:
             self._log_message(queue_id, replies.UNPARSEABLE, session, envelope)
             return replies.UNPARSEABLE.line
@@ -370,7 +370,8 @@ class Handler:
             return replies.SCANNER_UNAVAILABLE.line
         message = intake.InboundMessage(queue_id=queue_id, sender=str(envelope.sender),
                                         recipients=tuple(envelope.decisions),
-                                        content=envelope.content, analysis=analysis)
+                                        content=envelope.content, analysis=analysis,
+                                        outbound_analysis=outbound)
         try:
             outcome = await self.committer.run(intake.store, message)
         except Exception as exc:
@@ -381,20 +382,27 @@ class Handler:
         return outcome.reply.line
 
     async def _analyse(self, session: Session, envelope: MailcloakEnvelope
-                       ) -> Analysis | None:
-        """Authenticate and score the message, when any copy of it would be forwarded or
-        sent from an alias (an owner's reply is scanned as outbound mail)."""
-        actions = {d.action for d in envelope.decisions}
-        if not actions & {policy.Action.FORWARD, policy.Action.REPLY}:
-            return None
+                       ) -> tuple[Analysis | None, Analysis | None]:
+        """Authenticate and score the message: as inbound mail when a copy is forwarded, as
+        outbound mail when it is an owner's reply leaving from an alias (both, each with its
+        own recipients, when one transaction does both)."""
+        by_direction = {
+            Direction.INBOUND: tuple(d.recipient for d in envelope.decisions
+                                     if d.action is policy.Action.FORWARD),
+            Direction.OUTBOUND: tuple(d.recipient for d in envelope.decisions
+                                      if d.action is policy.Action.REPLY),
+        }
+        if not any(by_direction.values()):
+            return None, None
         assert isinstance(envelope.content, bytes)
         check_forwardable(envelope.content, str(envelope.sender))
-        direction = (Direction.INBOUND if policy.Action.FORWARD in actions
-                     else Direction.OUTBOUND)
-        return await analyse(envelope.content, peer_ip=peer_ip(session),
-                             helo=session.host_name or "", mail_from=str(envelope.sender),
-                             recipients=tuple(d.recipient for d in envelope.decisions),
-                             direction=direction)
+        results: dict[Direction, Analysis | None] = dict.fromkeys(by_direction)
+        for direction, recipients in by_direction.items():
+            if recipients:
+                results[direction] = await analyse(
+                    envelope.content, peer_ip=peer_ip(session), helo=session.host_name or "",
+                    mail_from=str(envelope.sender), recipients=recipients, direction=direction)
+        return results[Direction.INBOUND], results[Direction.OUTBOUND]
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("session error: %s", intake.describe(error))
