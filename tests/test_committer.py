@@ -84,6 +84,45 @@ def test_a_deadlock_is_tried_again() -> None:
         assert asyncio.run(committer.run(contended)) == "second-try.test"
     finally:
         committer.close()
-    assert len(attempts) == 2
+    assert len(attempts) == 2 and committer.batches == 2  # the second try in a batch of its own
     assert not Domain.objects.filter(name="first-try.test").exists()
     assert Domain.objects.filter(name="second-try.test").exists()
+
+
+def test_a_deadlock_is_tried_again_after_the_rest_of_its_batch_committed() -> None:
+    """Its batch's earlier messages hold row locks until the commit; trying again before it
+    would meet the other writer again."""
+    committer = GroupCommitter()
+    gate = threading.Event()
+    tries: list[int] = []  # how many batches had committed at each try
+
+    def head() -> str:
+        gate.wait(10)  # hold the writer while the others queue up behind it
+        return add_domain("head.test")
+
+    def contended() -> str:
+        tries.append(committer.batches)
+        if len(tries) == 1:
+            raise OperationalError("deadlock detected") from _Deadlock()
+        return add_domain("after.test")
+
+    def endless() -> str:
+        raise OperationalError("deadlock detected") from _Deadlock()
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(committer.run(head))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(committer.run(*work)) for work in
+                ((add_domain, "before.test"), (contended,), (endless,))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    try:
+        _, before, after, failed = asyncio.run(main())
+    finally:
+        committer.close()
+    assert (before, after) == ("before.test", "after.test")
+    assert tries == [1, 2]  # tried again once its own batch had committed, not inside it
+    assert isinstance(failed, OperationalError)  # given up after TRANSIENT_ATTEMPTS batches
+    assert committer.batches == 4

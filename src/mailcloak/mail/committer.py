@@ -4,7 +4,8 @@ The SMTP server hands each accepted message to one writer thread. While that thr
 batch, new messages queue up; the next batch takes all of them (up to a limit). Each message
 runs in its own savepoint, so one that fails is rolled back alone; each caller gets its result
 only after the shared commit, so a 250 still means "durably stored". If the commit itself fails,
-every message of the batch gets the error (and the client a 4xx), none is half-stored.
+every message of the batch gets the error (and the client a 4xx), none is half-stored. A
+message that met a deadlock with another writer is tried again in a batch of its own.
 """
 
 from __future__ import annotations
@@ -80,17 +81,13 @@ class GroupCommitter:
 
     def _run_one(self, work: _Work[Any]) -> tuple[bool, Any]:
         """One message in its own savepoint: a failure undoes this one only."""
-        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-            try:
-                with transaction.atomic():
-                    return True, work.func(*work.args)
-            except Exception as exc:
-                if attempt == TRANSIENT_ATTEMPTS or not _is_transient(exc):
-                    return False, exc
-                log.info("storing a message met a %s; trying again", type(exc.__cause__).__name__)
-        raise AssertionError("unreachable")
+        try:
+            with transaction.atomic():
+                return True, work.func(*work.args)
+        except Exception as exc:
+            return False, exc
 
-    def _commit(self, batch: list[_Work[Any]]) -> None:
+    def _commit(self, batch: list[_Work[Any]], attempt: int = 1) -> None:
         results: list[tuple[bool, Any]] = []
         close_old_connections()  # a connection that broke or outlived CONN_MAX_AGE
         try:
@@ -104,8 +101,17 @@ class GroupCommitter:
         except Exception as exc:  # the commit failed: nothing of the batch is stored
             results = [(False, exc)] * len(batch)
         self.batches += 1
+        # A deadlock is tried again only after this commit: trying at once, inside the batch,
+        # would still hold the locks of the messages before it, and deadlock again.
+        again = [work for work, (ok, value) in zip(batch, results, strict=True)
+                 if not ok and attempt < TRANSIENT_ATTEMPTS and _is_transient(value)]
+        retried = {id(work) for work in again}
         for work, (ok, value) in zip(batch, results, strict=True):
-            work.loop.call_soon_threadsafe(_settle, work.future, ok, value)
+            if id(work) not in retried:
+                work.loop.call_soon_threadsafe(_settle, work.future, ok, value)
+        if again:
+            log.info("%d message(s) met a deadlock; trying again", len(again))
+            self._commit(again, attempt + 1)
 
 
 def _is_transient(exc: Exception) -> bool:
