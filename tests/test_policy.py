@@ -145,3 +145,15 @@ def test_forged_verp_address_is_unknown(alias):
 def test_verp_address_on_a_foreign_domain_is_relay_denied(db):
     address = make_bounce_address("elsewhere.test", alias_id=1, queue_id="ABC123")
     assert decide_for(address).reply == replies.RELAY_DENIED
+
+
+def test_an_alias_and_its_owners_blocks_are_read_in_one_query(
+        alias: Alias, django_assert_num_queries) -> None:
+    block_sender(alias.user, "other.test")
+    with django_assert_num_queries(1):
+        assert decide(SENDER, parse_forward_path(f"<{alias.address}>", smtputf8=False)
+                      ).action is Action.FORWARD
+    block_sender(alias.user, "sender.test", alias=alias)
+    with django_assert_num_queries(2):  # the lookup, then the alias's blocked count
+        assert decide(SENDER, parse_forward_path(f"<{alias.address}>", smtputf8=False)
+                      ).reply == replies.SENDER_BLOCKED

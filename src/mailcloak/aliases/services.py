@@ -7,7 +7,7 @@ import secrets
 import string
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox, User, normalize_address
@@ -116,14 +116,28 @@ def block_sender(user: User, value: str, *, alias: Alias | None = None) -> Block
 
 def is_sender_blocked(alias: Alias, sender: str) -> bool:
     """Whether mail from `sender` to `alias` is blocked by the owner's rules."""
+    rules = _rules_naming(sender)
+    return rules is not None and rules.filter(
+        Q(alias=alias) | Q(alias__isnull=True), user_id=alias.user_id).exists()
+
+
+def sender_blocked_annotation(sender: str) -> Exists | Value:
+    """`is_sender_blocked` for every alias of a query at once (annotate the Alias query with
+    it): the RCPT lookup learns it without a second round trip to the database."""
+    rules = _rules_naming(sender)
+    if rules is None:
+        return Value(False)
+    return Exists(rules.filter(Q(alias_id=OuterRef("pk")) | Q(alias__isnull=True),
+                               user_id=OuterRef("user_id")))
+
+
+def _rules_naming(sender: str) -> QuerySet[BlockedSender] | None:
+    """Every user's rules naming `sender`'s address or one of its parent domains."""
     sender = normalize_address(sender)
     if "@" not in sender:
-        return False
+        return None
     host = sender.rpartition("@")[2]
     parents = [".".join(host.split(".")[i:]) for i in range(len(host.split(".")))]
     return BlockedSender.objects.filter(
-        Q(alias=alias) | Q(alias__isnull=True),
         Q(kind=BlockedSender.Kind.ADDRESS, value=sender)
-        | Q(kind=BlockedSender.Kind.DOMAIN, value__in=parents),
-        user_id=alias.user_id,
-    ).exists()
+        | Q(kind=BlockedSender.Kind.DOMAIN, value__in=parents))

@@ -15,11 +15,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from django.db.models import F
+from django.db.models import F, Value
 
 from mailcloak.aliases.catchall import alias_on_first_mail
 from mailcloak.aliases.models import Alias, Contact, Domain
-from mailcloak.aliases.services import is_sender_blocked
+from mailcloak.aliases.services import is_sender_blocked, sender_blocked_annotation
 from mailcloak.mail import replies, verp
 from mailcloak.mail.addresses import Address
 from mailcloak.mail.replies import Reply
@@ -60,6 +60,8 @@ def decide(sender: Address, recipient: Address, peer: str | None = None) -> Deci
     alias = (Alias.objects.select_related("domain")
              .only("id", "user_id", "enabled", "disabled_action", "domain__active",
                    "domain__owner_id", "domain__verified_at")
+             .annotate(sender_blocked=Value(False) if sender.is_null
+                       else sender_blocked_annotation(str(sender)))
              .filter(address=address).first())
     if alias is None:
         return _no_alias(sender, address, recipient, peer)
@@ -79,7 +81,10 @@ def _for_alias(alias: Alias, sender: Address, address: str) -> Decision:
         if alias.disabled_action == Alias.DisabledAction.DROP:
             return Decision(Action.DROP, replies.RECIPIENT_OK, address, alias.pk)
         return _reject(replies.UNKNOWN_RECIPIENT, address)
-    if not sender.is_null and is_sender_blocked(alias, str(sender)):
+    blocked = getattr(alias, "sender_blocked", None)  # annotated by the RCPT lookup
+    if blocked is None:
+        blocked = not sender.is_null and is_sender_blocked(alias, str(sender))
+    if blocked:
         Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
         return _reject(replies.SENDER_BLOCKED, address)
     return Decision(Action.FORWARD, replies.RECIPIENT_OK, address, alias.pk)
