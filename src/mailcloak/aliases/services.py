@@ -136,8 +136,12 @@ def _rules_naming(sender: str) -> QuerySet[BlockedSender] | None:
     sender = normalize_address(sender)
     if "@" not in sender:
         return None
-    host = sender.rpartition("@")[2]
-    parents = [".".join(host.split(".")[i:]) for i in range(len(host.split(".")))]
     return BlockedSender.objects.filter(
         Q(kind=BlockedSender.Kind.ADDRESS, value=sender)
-        | Q(kind=BlockedSender.Kind.DOMAIN, value__in=parents))
+        | Q(kind=BlockedSender.Kind.DOMAIN, value__in=domain_and_parents(sender)))
+
+
+def domain_and_parents(address: str) -> list[str]:
+    """The domain of `address` and every domain above it: a block on one covers those below."""
+    labels = address.rpartition("@")[2].split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]

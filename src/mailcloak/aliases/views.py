@@ -25,7 +25,13 @@ from mailcloak.aliases.forms import (
     NewConversationForm,
 )
 from mailcloak.aliases.models import Alias, BlockedSender, Contact
-from mailcloak.aliases.services import AliasError, block_sender, create_alias, delete_alias
+from mailcloak.aliases.services import (
+    AliasError,
+    block_sender,
+    create_alias,
+    delete_alias,
+    domain_and_parents,
+)
 from mailcloak.mail.contacts import contact_for
 from mailcloak.mail.models import Bounce, RefusedReply
 from mailcloak.mail.reputation import is_paused
@@ -107,9 +113,8 @@ def _contacts_with_blocks(alias: Alias) -> list[ContactRow]:
         Q(alias=alias) | Q(alias__isnull=True), user_id=alias.user_id).order_by("alias_id")}
     rows = []
     for contact in alias.contacts.all():
-        labels = contact.email.rpartition("@")[2].split(".")
         candidates = [(BlockedSender.Kind.ADDRESS, contact.email)] + [
-            (BlockedSender.Kind.DOMAIN, ".".join(labels[i:])) for i in range(len(labels))]
+            (BlockedSender.Kind.DOMAIN, domain) for domain in domain_and_parents(contact.email)]
         rows.append(ContactRow(contact, next((rules[c] for c in candidates if c in rules), None)))
     return rows
 
