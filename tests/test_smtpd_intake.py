@@ -128,3 +128,11 @@ def test_a_from_block_on_one_alias_still_forwards_to_the_others(user, alias):
     outcome = accept(listed)
     assert outcome.reply.code == 250 and outcome.blocked == 1
     assert [m.alias for m in QueuedMessage.objects.all()] == [other]
+
+
+def test_the_log_decision_tells_replies_from_forwarded_copies():
+    outcome = intake.Outcome(replies.queued("Q1"), queue_ids=["Q1", "Q2", "Q3"], replies=2,
+                             blocked=1)
+    assert intake.decision(outcome.reply, outcome) == "forward+reply+block"
+    only_reply = intake.Outcome(replies.queued("Q1"), queue_ids=["Q1"], replies=1)
+    assert intake.decision(only_reply.reply, only_reply) == "reply"

@@ -55,7 +55,8 @@ class InboundMessage:
 @dataclass
 class Outcome:
     reply: Reply
-    queue_ids: list[str] = field(default_factory=list)  # one per forwarded copy
+    queue_ids: list[str] = field(default_factory=list)  # one per forwarded copy or reply
+    replies: int = 0  # of those, replies sent out through an alias
     dropped: int = 0
     bounces: int = 0
     quarantined: int = 0
@@ -92,7 +93,8 @@ def decision(reply: Reply, outcome: Outcome | None) -> str:
         return "reject" if reply.permanent else "defer"
     if outcome is None:
         return "accept"
-    done = (("forward", len(outcome.queue_ids)), ("quarantine", outcome.quarantined),
+    forwarded = len(outcome.queue_ids) - outcome.replies
+    done = (("forward", forwarded), ("reply", outcome.replies), ("quarantine", outcome.quarantined),
             ("reject", outcome.rejected), ("drop", outcome.dropped), ("block", outcome.blocked),
             ("bounce-report", outcome.bounces))
     return "+".join(name for name, count in done if count) or "accept"
@@ -175,6 +177,7 @@ def _send_replies(message: InboundMessage, outcome: Outcome) -> Reply | None:
         message.content, sender=message.sender, decisions=decisions, auth=analysis.auth,
         verdict=analysis.verdict, action_for=analysis.action_for, new_queue_id=next_queue_id)
     outcome.queue_ids.extend(sent.queue_ids)
+    outcome.replies += len(sent.queue_ids)
     outcome.quarantined += sent.quarantined
     return sent.refusal
 

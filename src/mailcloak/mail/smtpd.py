@@ -413,8 +413,9 @@ class Handler:
         """One line per message decision: never content, addresses only as keyed hashes."""
         SMTP_REPLIES.labels("data", reply.code, reply.status).inc()
         counts = {} if outcome is None else {
-            "forwarded": len(outcome.queue_ids), "quarantined": outcome.quarantined,
-            "rejected": outcome.rejected, "dropped": outcome.dropped,
+            "forwarded": len(outcome.queue_ids) - outcome.replies, "replies": outcome.replies,
+            "quarantined": outcome.quarantined, "rejected": outcome.rejected,
+            "dropped": outcome.dropped, "blocked": outcome.blocked,
             "bounces": outcome.bounces, "queue_ids": ",".join(outcome.queue_ids) or "-"}
         log.info("message %s", "accepted" if reply.accepted else "refused", extra=fields(
             queue_id=queue_id, decision=intake.decision(reply, outcome), reply=reply.code,
