@@ -7,9 +7,10 @@ from datetime import datetime
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Field, P, PathEx, QueryEx, Router, Schema
+from ninja import Field, P, PathEx, Router, Schema
 
 from mailcloak.api.auth import token_user
+from mailcloak.api.quarantine import Limit, Offset
 from mailcloak.api.schemas import MAX_ID, errors
 from mailcloak.quarantine.forwarded import report_spam
 from mailcloak.quarantine.models import Activity, ForwardedMail
@@ -52,10 +53,8 @@ class SpamReportOut(Schema):
 @router.get("/forwarded", response={200: ForwardedPage, **errors(401, 422)},
             operation_id="list_forwarded",
             summary="Mail forwarded to you in the retention period, newest first")
-def list_forwarded(request: HttpRequest,
-                   limit: QueryEx[int, P(ge=1, le=200, description="Page size.")] = 50,
-                   offset: QueryEx[int, P(ge=0, le=MAX_ID, description="Entries to skip.")] = 0,
-                   ) -> dict[str, object]:
+def list_forwarded(request: HttpRequest, limit: Limit = 50,
+                   offset: Offset = 0) -> dict[str, object]:
     mail = (ForwardedMail.objects.live().filter(user=token_user(request))
             .select_related("alias").defer("features"))
     return {"items": list(mail[offset:offset + limit]), "count": mail.count(),
