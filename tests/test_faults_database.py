@@ -38,6 +38,7 @@ LENIENT_SPAM = {"spam_quarantine_score": "1000", "spam_reject_score": "2000"}
 
 real_record_outcomes = worker.record_outcomes
 real_record_outcome = worker.record_outcome
+real_record_results_together = worker.record_results_together
 
 
 def message(alias: str, subject: str, body: str = "Hello there.\r\n") -> bytes:
@@ -164,8 +165,15 @@ def fail_the_transaction(monkeypatch: pytest.MonkeyPatch, failures: list[Excepti
 
 def lose_the_connection_midway(monkeypatch: pytest.MonkeyPatch,
                                failures: list[Exception]) -> None:
-    """The first outcome fails in a way that leaves the transaction to be rolled back (the
-    connection broke under it): Django then rolls back on leaving the block, silently."""
+    """The first recording fails in a way that leaves the transaction to be rolled back (the
+    connection broke under it): Django then rolls back on leaving the block, silently. Both
+    ways of recording fail: all together, then one by one."""
+
+    def record_results_together(*args: Any) -> None:
+        if failures:
+            transaction.set_rollback(True)
+            raise OperationalError("the connection broke")
+        real_record_results_together(*args)
 
     def record_outcome(*args: Any) -> None:
         if failures:
@@ -173,6 +181,7 @@ def lose_the_connection_midway(monkeypatch: pytest.MonkeyPatch,
             raise failures.pop()
         real_record_outcome(*args)
 
+    monkeypatch.setattr(worker, "record_results_together", record_results_together)
     monkeypatch.setattr(worker, "record_outcome", record_outcome)
 
 

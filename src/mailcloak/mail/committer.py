@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import DatabaseError, connections, transaction
+
+from mailcloak.mail.dbhealth import close_stale_connections
 
 log = logging.getLogger("mailcloak.smtpd")
 T = TypeVar("T")
@@ -89,7 +91,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Work[Any]], attempt: int = 1) -> None:
         results: list[tuple[bool, Any]] = []
-        close_old_connections()  # a connection that broke or outlived CONN_MAX_AGE
+        close_stale_connections()  # a connection that broke or outlived CONN_MAX_AGE
         try:
             with transaction.atomic():
                 for work in batch:

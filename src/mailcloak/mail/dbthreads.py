@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from django.db import close_old_connections, connections
+from django.db import connections
+
+from mailcloak.mail.dbhealth import close_stale_connections
 
 T = TypeVar("T")
 
@@ -43,5 +45,5 @@ class DatabaseThreads:
 
 
 def _database_task(func: Callable[..., T], *args: Any) -> T:
-    close_old_connections()  # drop a connection that broke or outlived CONN_MAX_AGE
+    close_stale_connections()  # drop a connection that broke or outlived CONN_MAX_AGE
     return func(*args)

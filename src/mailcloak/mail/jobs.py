@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, F, PositiveIntegerField, Q, When
+from django.db.models import Case, Exists, F, OuterRef, PositiveIntegerField, Q, When
 from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
@@ -247,6 +247,54 @@ def record_results(delivery: Delivery, results: list[DeliveryResult], sent: byte
             if job is not None:
                 _apply(job, message, result, sent, now)
                 _drop_content_when_done(delivery.message_id)
+
+
+def record_results_together(deliveries: list[tuple[Delivery, list[DeliveryResult], bytes]],
+                            worker_id: str) -> None:
+    """`record_results` for several deliveries at once, in the caller's transaction: the rows
+    are locked with one query per table (messages first, then jobs, each in id order, as the
+    one-at-a-time path locks them), the delivered jobs are written with one UPDATE, and the
+    content of every message that has nothing left to deliver is dropped with one more."""
+    wanted = [(delivery, result) for delivery, results, _ in deliveries for result in results
+              if result.recipient in delivery.job_ids]
+    message_ids = sorted({delivery.message_id for delivery, _ in wanted})
+    messages = {message.id: message for message in QueuedMessage.objects.select_for_update()
+                .only("id", "queue_id", "kind", "mail_from", "alias_id")
+                .filter(id__in=message_ids).order_by("id")}
+    job_ids = sorted(delivery.job_ids[result.recipient] for delivery, result in wanted)
+    jobs = DeliveryJob.objects.select_for_update().filter(
+        id__in=job_ids, leased_by=worker_id, state=DeliveryJob.State.QUEUED).order_by("id")
+    leased = {job.id: job for job in jobs}
+    sent_by_message = {delivery.message_id: sent for delivery, _, sent in deliveries}
+    delivered: list[DeliveryJob] = []
+    now = timezone.now()
+    for delivery, result in wanted:
+        job = leased.get(delivery.job_ids[result.recipient])
+        if job is None:
+            _leased_job(delivery.job_ids[result.recipient], worker_id)  # says why in the log
+            continue
+        message = messages[delivery.message_id]
+        if isinstance(result, Delivered):
+            job.attempts += 1
+            DELIVERY_ATTEMPTS.labels("delivered").inc()
+            job.delivered_to, job.tls, job.last_error = result.remote[:300], result.tls, ""
+            job.state, job.finished_at = DeliveryJob.State.DELIVERED, now
+            job.lease_expires_at, job.leased_by = None, ""
+            delivered.append(job)
+            log.info("delivered", extra=fields(
+                queue_id=message.queue_id, job=job.id, decision="deliver", domain=job.domain,
+                remote=result.remote, tls=result.tls, reply=result.reply[:3]))
+        else:
+            _apply(job, message, result, sent_by_message[delivery.message_id], now)
+    DeliveryJob.objects.bulk_update(delivered, _DELIVERED_FIELDS)
+    (QueuedMessage.objects.filter(id__in=message_ids, content__isnull=False)
+     .exclude(Exists(DeliveryJob.objects.filter(message_id=OuterRef("id"),
+                                                state=DeliveryJob.State.QUEUED)))
+     .update(content=None))
+
+
+_DELIVERED_FIELDS = ["attempts", "delivered_to", "tls", "last_error", "state", "finished_at",
+                     "lease_expires_at", "leased_by"]
 
 
 def record_crash(delivery: Delivery, error: BaseException, worker_id: str) -> None:

@@ -29,9 +29,10 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import Error as DatabaseError
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail.dbhealth import close_stale_connections
 from mailcloak.mail.deliver import (
     Deliverer,
     DeliveryOptions,
@@ -47,6 +48,7 @@ from mailcloak.mail.jobs import (
     claim_deliveries,
     record_crash,
     record_results,
+    record_results_together,
     release_leases,
     renew_leases,
 )
@@ -96,9 +98,24 @@ def record_outcome(outcome: Outcome, worker_id: str) -> None:
 
 
 def record_outcomes(outcomes: list[Outcome], worker_id: str) -> list[Outcome]:
-    """Record several outcomes in one transaction (one commit, one fsync); each job keeps its
-    own savepoint, so one that fails does not undo the others. Returns the outcomes not
-    recorded: those that failed, or all of them when the transaction is lost."""
+    """Record several outcomes in one transaction (one commit, one fsync). Returns the
+    outcomes not recorded: those that failed, or all of them when the transaction is lost.
+
+    All together first, with a handful of queries for the whole batch; if that fails (a
+    deadlock with another worker, a row that will not write), one by one, each job in its
+    own savepoint, so that one that fails does not undo the others."""
+    try:
+        with transaction.atomic():
+            record_results_together([(outcome.delivery, outcome.results, outcome.sent)
+                                     for outcome in outcomes if outcome.results is not None],
+                                    worker_id)
+            for outcome in outcomes:
+                if outcome.results is None:
+                    record_outcome(outcome, worker_id)
+        return []
+    except DatabaseError as exc:
+        log.info("recording %d outcomes together failed (%s); one by one", len(outcomes),
+                 type(exc).__name__)
     failed: list[Outcome] = []
     with transaction.atomic():
         for outcome in outcomes:
@@ -206,7 +223,7 @@ def _fresh_connection(function: Callable[..., T]) -> Callable[..., T]:
     """Long-running threads must drop database connections that went stale."""
 
     def call(*args: Any) -> T:
-        close_old_connections()
+        close_stale_connections()
         return function(*args)
 
     return call
