@@ -265,6 +265,8 @@ class Sampler:
             "scheduled": self.plan.due_by(elapsed) if phase == "send" else self.plan.scheduled,
             "sent": self.sending.sent, "accepted": accepted,
             "delivered": accepted - undelivered, "backlog": undelivered,
+            "refused": len(self.sending.failures),
+            "load_1min": os.getloadavg()[0],  # other work on the machine shows here
         }
         row["behind_s"] = round((int(row["scheduled"]) - self.sending.sent) / self.plan.rate, 2)
         row |= {f"rss_{name}_mib": round(mib, 2) for name, mib in self.watched.sample().items()}
@@ -281,7 +283,8 @@ class Sampler:
 def _progress(row: dict[str, float | str]) -> str:
     return (f"t={row['t']:>7}s {row['phase']:<5} sent={row['sent']:>7} "
             f"accepted={row['accepted']:>7} delivered={row['delivered']:>7} "
-            f"backlog={row['backlog']:>6} behind={row['behind_s']:>6}s "
+            f"backlog={row['backlog']:>6} refused={row['refused']:>5} "
+            f"behind={row['behind_s']:>6}s load={row['load_1min']:.1f} "
             f"rss smtpd+worker={row.get('rss_mailcloak_mib', 0):.0f} MiB")
 
 
@@ -349,6 +352,8 @@ def summarise(plan: Plan, sending: Sending, arrivals: Arrivals,
     lateness = sending.lateness or [0.0]
     lost = sorted(sending.accepted.keys() - arrivals.first.keys())
     send_rows = [row for row in rows if row["phase"] == "send"]
+    steady_samples = steady_rows(rows, warmup, plan.duration)
+    loads = [float(row["load_1min"]) for row in steady_samples if "load_1min" in row]
     return {
         "offered_per_s": plan.rate, "duration_s": plan.duration, "warmup_s": warmup,
         "sessions": plan.sessions, "size": plan.size, "scheduled": plan.scheduled,
@@ -364,7 +369,8 @@ def summarise(plan: Plan, sending: Sending, arrivals: Arrivals,
         "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
         "backlog_at_end_of_sending": int(send_rows[-1]["backlog"]) if send_rows else None,
         "backlog_max": max((int(row["backlog"]) for row in rows), default=0),
-        "rss": memory_report(steady_rows(rows, warmup, plan.duration)),
+        "load_1min_mean": round(statistics.mean(loads), 2) if loads else None,
+        "rss": memory_report(steady_samples),
         "lost": len(lost), "lost_first": lost[:10],
         "duplicated": sum(arrivals.repeats.values()),
         "delivered_without_250": len(arrivals.first.keys() - sending.accepted.keys()),
