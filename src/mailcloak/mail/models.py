@@ -69,6 +69,10 @@ class DeliveryJob(models.Model):
         indexes: ClassVar = [
             models.Index(fields=["state", "next_attempt_at"], name="job_due_idx"),
             models.Index(fields=["finished_at"], name="job_finished_idx"),  # metrics by hour
+            # A worker finds the jobs it holds (after a claim, renewing and releasing leases)
+            # without reading every deferred job (bench/deferred_queue.py).
+            models.Index(fields=["leased_by"], condition=models.Q(state="queued"),
+                         name="job_leased_idx"),
         ]
 
     def __str__(self) -> str:
