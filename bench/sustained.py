@@ -109,8 +109,15 @@ class Sending:
         return len(self.lateness)
 
 
+class ServerClosed(ConnectionError):
+    """The server ended the session before the message was sent (421, or the connection
+    closed): it has not got the message, so sending it again cannot duplicate it."""
+
+
 class SmtpClientSession:
-    """One SMTP session on asyncio streams; MAIL, RCPT and DATA go in one write (PIPELINING)."""
+    """One SMTP session on asyncio streams; MAIL, RCPT and DATA go in one write (PIPELINING).
+    A session the server ends between transactions (its per-connection command limit) is
+    opened again for the next message, as an MTA would."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -118,9 +125,24 @@ class SmtpClientSession:
 
     async def send(self, sender: str, recipient: str, data: bytes) -> str:
         """The server's final reply to one transaction (the first refusal, if any)."""
+        reused = self.streams is not None
+        try:
+            return await self._transaction(sender, recipient, data)
+        except ServerClosed:
+            await self.close(polite=False)
+            if not reused:
+                raise
+        return await self._transaction(sender, recipient, data)
+
+    async def _transaction(self, sender: str, recipient: str, data: bytes) -> str:
         reader, writer = self.streams or await self._connect()
         writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode())
-        replies = [await self._reply(reader) for _ in range(3)]
+        try:
+            replies = [await self._reply(reader) for _ in range(3)]
+        except ConnectionResetError as exc:
+            raise ServerClosed(str(exc)) from None
+        if replies[0].startswith("421"):
+            raise ServerClosed(replies[0])
         if not replies[2].startswith("354"):
             writer.write(b"RSET\r\n")
             await self._reply(reader)
@@ -143,9 +165,11 @@ class SmtpClientSession:
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        await self._reply(reader)
-        writer.write(b"EHLO sustained.bench\r\n")
-        await self._reply(reader)
+        for command in (b"", b"EHLO sustained.bench\r\n"):  # the greeting, then EHLO
+            writer.write(command)
+            if not (reply := await self._reply(reader)).startswith(("220", "250")):
+                writer.close()
+                raise ServerClosed(reply)
         self.streams = (reader, writer)
         return self.streams
 

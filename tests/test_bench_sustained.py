@@ -84,6 +84,47 @@ def test_a_server_slower_than_the_schedule_leaves_messages_unsent_and_says_so() 
     assert len(sending.accepted) == sending.sent == len(sink.messages)
 
 
+async def serve_two_messages_per_connection(reader: asyncio.StreamReader,
+                                           writer: asyncio.StreamWriter) -> None:
+    """A server whose command limit ends each session after two messages, the way
+    `mailcloak smtpd` does: 421 to the next MAIL, then it closes."""
+    writer.write(b"220 limited.test ESMTP\r\n")
+    messages = 0
+    while line := await reader.readline():
+        command = line[:4].upper()
+        if command == b"MAIL" and messages == 2:
+            writer.write(b"421 4.7.0 Too many commands, closing connection\r\n")
+            await writer.drain()
+            break
+        if command == b"DATA":
+            writer.write(b"354 go ahead\r\n")
+            while await reader.readline() != b".\r\n":
+                pass
+            messages += 1
+        if command == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        writer.write(b"250 ok\r\n")
+    writer.close()
+
+
+def test_a_session_the_server_ends_between_messages_is_opened_again() -> None:
+    schedule = plan(rate=10, duration=0.5, sessions=1)  # 5 messages, due 0.1 s apart
+    sending = Sending(started=time.time())
+
+    async def run() -> None:
+        server = await asyncio.start_server(serve_two_messages_per_connection, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            await paced_session(0, schedule, SmtpClientSession("127.0.0.1", port), sending)
+
+    asyncio.run(run())
+
+    assert sending.sent >= 3  # the third needed a new session
+    assert sending.failures == []
+    assert sorted(sending.accepted) == list(range(sending.sent))
+
+
 def test_the_sink_record_is_read_as_it_grows_counting_repeats(tmp_path: Path) -> None:
     path = tmp_path / "sink.jsonl"
     arrivals = Arrivals(path)
