@@ -6,8 +6,9 @@
 PostgreSQL only (it refuses SQLite and a database that already holds aliases). Starts
 `mailcloak smtpd` on loopback with a fresh data directory, fills the alias table with bulk SQL
 (`INSERT ... SELECT generate_series`): addresses like the random ones Mailcloak issues, owned by
-a few users, one in ten disabled (half of those set to drop mail), and block rules in proportion
-(whole domains and addresses for every alias of a user, addresses for one alias). At each size
+a few users, one in 16 disabled (half of those set to drop mail), and block rules in proportion:
+one user is a heavy blocker with two rules (a domain, an address) for every thousand aliases, for
+all their aliases, and one alias in 200 blocks an address of its own. At each size
 it checks with EXPLAIN ANALYZE that every query of the RCPT decision uses an index, then times
 RCPT TO round trips over real SMTP sessions (one command at a time, no pipelining): random
 existing aliases, unknown addresses on the alias domain, blocked senders, and other domains
@@ -50,24 +51,35 @@ from bench.scale_support import (  # noqa: E402
 
 RCPTS_PER_SESSION = 10  # well under the server's 20 refusals per connection
 INSERT_CHUNK = 250_000
-# Which alias indexes carry which block rules (alias i belongs to user i % users).
+# Which alias indexes carry which block rules (alias i belongs to user i % users). The rules
+# for all of a user's aliases belong to user 0, the heavy blocker.
 DOMAIN_RULE, ADDRESS_RULE, PER_ALIAS_RULE = (1000, 3), (1000, 5), (200, 7)
+HEAVY_BLOCKER = 0
 KIND_WEIGHTS = {"alias": 65, "unknown": 20, "blocked": 10, "relay": 5}
 
 
+# Alias i: its address and its state come from one hash, in Python as in SQL, so that the
+# state does not follow the owner (i % users).
+HASH_SQL = "md5('bench-alias-' || i)"
+ADDRESS_SQL = f"substr({HASH_SQL}, 1, 16) || '@{ALIAS_DOMAIN}'"
+ENABLED_SQL = f"substr({HASH_SQL}, 17, 1) <> '0'"  # one in 16 disabled
+DROPS_SQL = f"substr({HASH_SQL}, 18, 1) < '8'"  # half of those drop mail, half refuse it
+
+
+def alias_hash(index: int) -> str:
+    return hashlib.md5(f"bench-alias-{index}".encode()).hexdigest()
+
+
 def alias_address(index: int) -> str:
-    return f"{hashlib.md5(f'bench-alias-{index}'.encode()).hexdigest()[:16]}@{ALIAS_DOMAIN}"
-
-
-ADDRESS_SQL = f"substr(md5('bench-alias-' || i), 1, 16) || '@{ALIAS_DOMAIN}'"
+    return f"{alias_hash(index)[:16]}@{ALIAS_DOMAIN}"
 
 
 def is_enabled(index: int) -> bool:
-    return index % 10 != 0
+    return alias_hash(index)[16] != "0"
 
 
 def drops_when_disabled(index: int) -> bool:
-    return index % 20 == 0
+    return alias_hash(index)[17] < "8"
 
 
 @dataclass
@@ -110,8 +122,8 @@ class Population:
             f"""INSERT INTO {Alias._meta.db_table} (address, domain_id, user_id, mailbox_id,
                     enabled, disabled_action, title, display_name, notes, created_at,
                     forwarded_count, blocked_count, replied_count)
-                SELECT {ADDRESS_SQL}, %s, {owner}, {owner}, mod(i, 10) <> 0,
-                       CASE WHEN mod(i, 20) = 0 THEN 'drop' ELSE 'reject' END, '', '', '',
+                SELECT {ADDRESS_SQL}, %s, {owner}, {owner}, {ENABLED_SQL},
+                       CASE WHEN {DROPS_SQL} THEN 'drop' ELSE 'reject' END, '', '', '',
                        now() - mod(i, 5000) * interval '1 hour', 0, 0, 0
                 FROM generate_series(%s, %s) AS i""",
             [self.domain_id, self.user_ids, len(self.user_ids), self.mailbox_ids,
@@ -121,14 +133,13 @@ class Population:
         execute(
             f"""INSERT INTO {BlockedSender._meta.db_table} (user_id, alias_id, kind, value,
                     created_at)
-                SELECT {owner}, NULL::bigint, 'domain', 'spam' || i || '.bench', now()
+                SELECT %s, NULL::bigint, 'domain', 'spam' || i || '.bench', now()
                 FROM generate_series(%s, %s) AS i WHERE mod(i, {every}) = {at}
                 UNION ALL
-                SELECT {owner}, NULL::bigint, 'address', 'spammer@junk' || i || '.bench', now()
+                SELECT %s, NULL::bigint, 'address', 'spammer@junk' || i || '.bench', now()
                 FROM generate_series(%s, %s) AS i WHERE mod(i, {every2}) = {at2}
                 """,
-            [self.user_ids, len(self.user_ids), first, last,
-             self.user_ids, len(self.user_ids), first, last])
+            [self.user_ids[HEAVY_BLOCKER], first, last, self.user_ids[HEAVY_BLOCKER], first, last])
         every, at = PER_ALIAS_RULE
         execute(
             f"""INSERT INTO {BlockedSender._meta.db_table} (user_id, alias_id, kind, value,
@@ -213,15 +224,14 @@ class Planner:
         rule = self.rng.choice([DOMAIN_RULE, ADDRESS_RULE, PER_ALIAS_RULE])
         every, at = rule
         index = at + every * self.rng.randrange(max(1, (self.size - at) // every))
-        user = index % self.users
         if rule is PER_ALIAS_RULE:
-            other = self._alias_of(user)
+            other = self._alias_of(index % self.users)
             return Session(f"pest@nuisance{index}.bench", [
                 self._for_alias(index, True, "blocked"),
                 self._for_alias(other, other == index, "blocked")])
         sender = (f"anyone@mail.spam{index}.bench" if rule is DOMAIN_RULE
                   else f"spammer@junk{index}.bench")
-        return Session(sender, [self._for_alias(self._alias_of(user), True, "blocked")
+        return Session(sender, [self._for_alias(self._alias_of(HEAVY_BLOCKER), True, "blocked")
                                 for _ in range(RCPTS_PER_SESSION)])
 
     def _alias_of(self, user: int) -> int:
@@ -312,17 +322,20 @@ def explain_rcpt(population: Population, show: bool) -> list[str]:
             sender.rpartition("@"), recipient.rpartition("@"))
         return policy.decide(Address(s_local, s_domain), Address(r_local, r_domain))
 
-    middle = population.size // 2
-    enabled = middle + (1 if not is_enabled(middle) else 0)
+    users = len(population.user_ids)
+    # Enabled aliases in the middle of the table: one of the heavy blocker's, one of another's.
+    heavy = next(i for i in range(population.size // 2 // users * users, population.size, users)
+                 if is_enabled(i))
+    other = next(i for i in range(heavy + 1, population.size) if is_enabled(i))
     rule = DOMAIN_RULE[1] + DOMAIN_RULE[0] * ((population.size // DOMAIN_RULE[0]) // 2)
-    user = rule % len(population.user_ids)
-    victim = user + len(population.user_ids) * 7
-    victim += 0 if is_enabled(victim) else len(population.user_ids)
-    pest = PER_ALIAS_RULE[1]
+    pest = next(i for i in range(PER_ALIAS_RULE[1], population.size, PER_ALIAS_RULE[0])
+                if is_enabled(i))
     cases = {
-        "alias, sender not blocked": ("friend@sender.bench", alias_address(enabled)),
-        "alias, sender's domain blocked by the owner": (f"x@mail.spam{rule}.bench",
-                                                        alias_address(victim)),
+        "alias, sender not blocked": ("friend@sender.bench", alias_address(other)),
+        "heavy blocker's alias, sender not blocked": ("friend@sender.bench",
+                                                      alias_address(heavy)),
+        "heavy blocker's alias, sender's domain blocked": (f"x@mail.spam{rule}.bench",
+                                                           alias_address(heavy)),
         "alias, sender blocked for this alias": (f"pest@nuisance{pest}.bench",
                                                  alias_address(pest)),
         "unknown address": ("friend@sender.bench", f"nobody-here@{ALIAS_DOMAIN}"),

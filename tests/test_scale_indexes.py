@@ -1,7 +1,12 @@
-"""A deep queue of deferred deliveries does not slow a worker's own bookkeeping: the queries
-that find the jobs a worker holds (after a claim, renewing and releasing its leases) go
-through job_leased_idx instead of reading every waiting job (bench/deferred_queue.py measures
-it with 100,000)."""
+"""Queries of the mail path that must not grow with the tables around them (the benches
+bench/rcpt_scale.py and bench/deferred_queue.py measure them at 1,000,000 aliases and 100,000
+deferred deliveries; these check the plans on a few thousand rows, on SQLite and PostgreSQL).
+
+- A worker finds the jobs it holds (after a claim, renewing and releasing its leases) through
+  job_leased_idx instead of reading every deferred job.
+- The RCPT check finds the rules naming the sender through blocked_sender_idx instead of
+  reading every rule of an owner who blocks thousands of domains (PostgreSQL).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from mailcloak.accounts.models import User
+from mailcloak.aliases.models import Alias, BlockedSender
+from mailcloak.mail.addresses import Address
 from mailcloak.mail.jobs import WORKER_LEASE, claim_jobs, release_leases, renew_leases
 from mailcloak.mail.models import DeliveryJob, QueuedMessage
+from mailcloak.mail.policy import Action, decide
 from mailcloak.mail.queue import enqueue
 
 DEFERRED = 3000
+RULES = 3000
 WORKER = "worker-under-test"
 
 
@@ -32,6 +42,10 @@ def load_deferred(count: int) -> None:
                     next_attempt_at=now + timedelta(minutes=30 + n % 60),
                     expires_at=now + timedelta(days=5), last_error="451 4.7.1 try later")
         for n, message in enumerate(messages))
+    analyze()
+
+
+def analyze() -> None:
     if connection.vendor == "postgresql":  # statistics as autovacuum keeps them
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
@@ -66,3 +80,24 @@ def test_a_worker_finds_its_leases_by_index_beside_thousands_of_deferred_jobs() 
     assert len(own_jobs) == 3  # the claim's read-back, the renewal, the release
     for sql in own_jobs:
         assert "job_leased_idx" in plan_of(sql), sql
+
+
+@pytest.mark.django_db
+def test_the_rcpt_check_reads_only_the_rules_naming_the_sender(user: User, alias: Alias
+                                                               ) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite reads the owner's rules through the unique index (user_id, ...); "
+                    "the many-rules case is PostgreSQL's")
+    BlockedSender.objects.bulk_create(
+        BlockedSender(user=user, kind=BlockedSender.Kind.DOMAIN, value=f"spam{n}.test")
+        for n in range(RULES))
+    analyze()
+    sender = Address("friend", "sender.test")
+
+    with CaptureQueriesContext(connection) as captured:
+        decision = decide(sender, Address(*alias.address.split("@")))
+
+    assert decision.action is Action.FORWARD
+    lookup = captured.captured_queries[0]["sql"]
+    assert "aliases_blockedsender" in lookup
+    assert "blocked_sender_idx" in plan_of(lookup), lookup
