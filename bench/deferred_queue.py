@@ -3,21 +3,23 @@
 
     scripts/with-postgres .venv/bin/python bench/deferred_queue.py --json
     scripts/with-postgres .venv/bin/python bench/deferred_queue.py --deferred 20000 --messages 300
+    scripts/with-postgres .venv/bin/python bench/deferred_queue.py --drop-index job_leased_idx
 
 PostgreSQL only (it refuses SQLite and a database that already holds mail). Each pass starts,
 with one fresh data directory: a sink MX on 127.0.0.3 (bench/sink.py), `mailcloak smtpd` and
-`mailcloak worker` (MAILCLOAK_TRANSPORTS routes the owner's mailbox domain to the sink), sends
-N messages to aliases from concurrent SMTP sessions (bench/load.py's client) and waits for all
-of them at the sink. Between the two passes it fills the queue with bulk SQL as real 4xx retries
-leave it: messages with their content, and one delivery job each, queued, attempted 1 to 8 times,
-with the last error and a next attempt 30 to 90 minutes away (so none falls due during the
-bench), spread over 200 slow domains. Then EXPLAIN ANALYZE shows how many rows each query of a
-worker's cycle (claim, lease renewal, recording outcomes, release) and of the housekeeping
+`mailcloak worker` (MAILCLOAK_TRANSPORTS routes the owner's mailbox domain to the sink), sends N
+messages to aliases from concurrent SMTP sessions (bench/load.py's client) and waits for all of
+them at the sink. Between the two passes it fills the queue with bulk SQL as real 4xx retries
+leave it: messages with their content, and one delivery job each, queued, attempted 1 to 8
+times, with the last error and a next attempt 30 to 90 minutes away (so none falls due during
+the bench), spread over 200 slow domains. Then EXPLAIN ANALYZE shows how many rows each query of
+a worker's cycle (claim, lease renewal, recording outcomes, release) and of the housekeeping
 (retention sweep, queue metrics, the operator's deferred list) reads with that queue.
 
-Prints delivered/s and p50/p99 latency from 250 to arrival at the sink for both passes, and
-with --json one JSON line at the end. Exit status 1 when a message was refused or lost, a
-deferred job was touched, or a query of the worker's cycle read the deferred rows.
+Prints delivered/s and p50/p99 latency from 250 to arrival at the sink for both passes, and with
+--json one JSON line at the end. `--drop-index NAME` measures without one of the indexes, to see
+what it is worth. Exit status 1 when a message was refused or lost, a deferred job was touched,
+or a query of the worker's cycle read the deferred rows.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from bench.scale_support import (  # noqa: E402
     MAILCLOAK,
     Stack,
     database_url_or_exit,
+    drop_indexes,
     execute,
     explain_all,
     refuse_used_database,
@@ -212,6 +215,8 @@ def main() -> int:
     parser.add_argument("--smtp-processes", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--show-plans", action="store_true", help="print the query plans")
+    parser.add_argument("--drop-index", action="append", default=[], metavar="NAME",
+                        help="measure without this index (dropped after migrating)")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args()
     database_url_or_exit()
@@ -226,6 +231,7 @@ def main() -> int:
         stack.mailcloak("migrate")
         stack.setup_django()
         refuse_used_database()
+        drop_indexes(args.drop_index)
         aliases = make_aliases(args.aliases)
         passes = [fresh_load(stack, "empty queue", aliases, sink_port, smtp_port, args)]
         print(f"loading {args.deferred:,} deferred deliveries")

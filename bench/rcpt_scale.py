@@ -2,20 +2,22 @@
 
     scripts/with-postgres .venv/bin/python bench/rcpt_scale.py --json
     scripts/with-postgres .venv/bin/python bench/rcpt_scale.py --aliases 200000 --rcpts 5000
+    scripts/with-postgres .venv/bin/python bench/rcpt_scale.py --drop-index blocked_sender_idx
 
-PostgreSQL only (it refuses SQLite and a database that already holds aliases). Starts
-`mailcloak smtpd` on loopback with a fresh data directory, fills the alias table with bulk SQL
-(`INSERT ... SELECT generate_series`): addresses like the random ones Mailcloak issues, owned by
-a few users, one in 16 disabled (half of those set to drop mail), and block rules in proportion:
-one user is a heavy blocker with two rules (a domain, an address) for every thousand aliases, for
-all their aliases, and one alias in 200 blocks an address of its own. At each size
-it checks with EXPLAIN ANALYZE that every query of the RCPT decision uses an index, then times
-RCPT TO round trips over real SMTP sessions (one command at a time, no pipelining): random
-existing aliases, unknown addresses on the alias domain, blocked senders, and other domains
-(relay denied). Every reply is checked against what the alias's state calls for.
+PostgreSQL only (it refuses SQLite and a database that already holds aliases). Starts `mailcloak
+smtpd` on loopback with a fresh data directory, fills the alias table with bulk SQL (`INSERT ...
+SELECT generate_series`): addresses like the random ones Mailcloak issues, owned by a few users,
+one in 16 disabled (half of those set to drop mail), and block rules in proportion: one user is
+a heavy blocker with two rules (a domain, an address) for every thousand aliases, for all their
+aliases, and one alias in 200 blocks an address of its own. At each size EXPLAIN ANALYZE shows
+how many rows each query of the RCPT decision reads, then times RCPT TO round trips over
+real SMTP sessions (one command at a time, no pipelining): random existing aliases, unknown
+addresses on the alias domain, blocked senders, and other domains (relay denied). Every reply is
+checked against what the alias's state calls for.
 
 Prints p50/p99/max per size and per kind of recipient, and with --json one JSON line at the end.
-Exit status 1 when a reply was wrong, a session failed, or a query read a large table in full.
+`--drop-index NAME` measures without one of the indexes, to see what it is worth. Exit status 1
+when a reply was wrong, a session failed, or a query of the RCPT decision read over 1,000 rows.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bench.scale_support import (  # noqa: E402
     MAILCLOAK,
     Stack,
     database_url_or_exit,
+    drop_indexes,
     execute,
     explain_all,
     refuse_used_database,
@@ -384,6 +387,8 @@ def main() -> int:
     parser.add_argument("--smtp-processes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--show-plans", action="store_true", help="print the query plans")
+    parser.add_argument("--drop-index", action="append", default=[], metavar="NAME",
+                        help="measure without this index (dropped after migrating)")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = parser.parse_args()
     database_url_or_exit()
@@ -401,6 +406,7 @@ def main() -> int:
         stack.mailcloak("migrate")
         stack.setup_django()
         refuse_used_database()
+        drop_indexes(args.drop_index)
         population = Population.create(args.users)
         stack.start(MAILCLOAK, "smtpd")
         wait_for_port("127.0.0.1", port)

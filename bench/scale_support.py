@@ -87,6 +87,13 @@ class Stack:
         setup_django()
 
 
+def drop_indexes(names: list[str]) -> None:
+    """Measure without these indexes (to see what one is worth): dropped after migrating."""
+    for name in names:
+        execute(f'DROP INDEX "{name}"')
+        print(f"index {name} dropped for this run")
+
+
 def refuse_used_database() -> None:
     from mailcloak.aliases.models import Alias
     from mailcloak.mail.models import DeliveryJob
