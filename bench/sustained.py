@@ -264,7 +264,7 @@ class Watched:
         values["mailcloak"] = sum(values.values())
         if self.postmaster is not None:
             cluster = total_memory([self.postmaster, *descendants(self.postmaster)])
-            if cluster is not None:
+            if cluster is not None:  # the sum moves with the number of backends, see the row
                 values["postgres"] = cluster.rss_kib / KIB_PER_MIB
                 values["postgres_anon"] = cluster.anon_kib / KIB_PER_MIB
         return values
@@ -292,6 +292,8 @@ class Sampler:
             "refused": len(self.sending.failures),
             "load_1min": os.getloadavg()[0],  # other work on the machine shows here
         }
+        if self.watched.postmaster is not None:
+            row["postgres_processes"] = 1 + len(descendants(self.watched.postmaster))
         row["behind_s"] = round((int(row["scheduled"]) - self.sending.sent) / self.plan.rate, 2)
         row |= {f"rss_{name}_mib": round(mib, 2) for name, mib in self.watched.sample().items()}
         self.rows.append(row)
@@ -352,18 +354,21 @@ def steady_rows(rows: list[dict[str, float | str]], warmup: float,
 
 
 def memory_report(rows: list[dict[str, float | str]]) -> dict[str, dict[str, float | None]]:
-    """For each sampled process: MiB at the first and last steady sample, and the slope."""
+    """For each sampled process: MiB at the first and last steady sample, the slope over them
+    all, and over the later half alone (a leak keeps its slope; a process still warming up
+    (caches filling, the allocator reaching its working size) flattens out)."""
     names = sorted({key for row in rows for key in row if key.startswith("rss_")})
     report = {}
     for key in names:
         points = [(float(row["t"]), float(row[key]) * KIB_PER_MIB) for row in rows if key in row]
         if not points:
             continue
-        slope = mib_per_minute(points)
+        slope, late = mib_per_minute(points), mib_per_minute(points[len(points) // 2:])
         report[key.removeprefix("rss_").removesuffix("_mib")] = {
             "start_mib": round(points[0][1] / KIB_PER_MIB, 1),
             "end_mib": round(points[-1][1] / KIB_PER_MIB, 1),
-            "slope_mib_per_min": None if slope is None else round(slope, 3)}
+            "slope_mib_per_min": None if slope is None else round(slope, 3),
+            "later_half_slope_mib_per_min": None if late is None else round(late, 3)}
     return report
 
 
@@ -409,7 +414,8 @@ def print_summary(summary: dict[str, object]) -> None:
     assert isinstance(rss, dict)
     for name, figures in rss.items():
         print(f"{name:>26}: {figures['start_mib']:>7} -> {figures['end_mib']:>7}, "
-              f"slope {figures['slope_mib_per_min']} MiB/min")
+              f"slope {figures['slope_mib_per_min']} MiB/min "
+              f"(later half {figures['later_half_slope_mib_per_min']})")
     summary["rss"] = rss
 
 

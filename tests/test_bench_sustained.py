@@ -238,17 +238,23 @@ def test_summary_counts_lost_and_duplicated_mail_over_the_steady_part(tmp_path: 
     assert summary["duplicated"] == 2
     assert summary["delivered_without_250"] == 1
     assert summary["rss"] == {"worker": {"start_mib": 50.1, "end_mib": 50.2,
-                                         "slope_mib_per_min": 1.0}}
+                                         "slope_mib_per_min": 1.0,
+                                         "later_half_slope_mib_per_min": 1.0}}
 
 
 def test_memory_report_fits_each_process_over_the_rows_given() -> None:
+    minutes = range(0, 8 * 60, 60)
     rows: list[dict[str, float | str]] = [
-        {"t": float(t), "rss_smtpd_mib": 70.0, "rss_worker_mib": 60 + t / 30} for t in (0, 60, 120)]
+        {"t": float(t), "rss_smtpd_mib": 70.0 + min(t, 180) / 60, "rss_worker_mib": 60 + t / 30}
+        for t in minutes]
 
     report = memory_report(rows)
 
-    assert report["smtpd"]["slope_mib_per_min"] == 0
-    assert report["worker"] == {"start_mib": 60.0, "end_mib": 64.0, "slope_mib_per_min": 2.0}
+    assert report["worker"] == {"start_mib": 60.0, "end_mib": 74.0, "slope_mib_per_min": 2.0,
+                                "later_half_slope_mib_per_min": 2.0}
+    overall = report["smtpd"]["slope_mib_per_min"]
+    assert overall is not None and overall > 0.3  # grew for 3 minutes, then flat
+    assert report["smtpd"]["later_half_slope_mib_per_min"] == 0
 
 
 def test_samples_are_written_with_every_column_seen(tmp_path: Path) -> None:
