@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench.openloop import Plan, Sending, SmtpClientSession, paced_session
 from bench.procmem import (
     Snapshots,
     descendants,
@@ -21,16 +22,7 @@ from bench.procmem import (
     postgres_postmaster,
     total_memory,
 )
-from bench.sustained import (
-    Arrivals,
-    Plan,
-    Sending,
-    SmtpClientSession,
-    memory_report,
-    paced_session,
-    summarise,
-    write_samples,
-)
+from bench.sustained import Arrivals, memory_report, summarise, write_samples
 
 from tests.support.sink import SmtpSink
 
