@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,8 +57,18 @@ class DmarcResult:
 # --- organisational domains ---------------------------------------------------------------------
 
 
+_suffix_list_lock = threading.Lock()
+
+
 @functools.cache
 def _suffix_list() -> PublicSuffixList:
+    # The lock: threads that meet an empty cache together would each build the list (0.15 s).
+    with _suffix_list_lock:
+        return _read_suffix_list()
+
+
+@functools.cache
+def _read_suffix_list() -> PublicSuffixList:
     resource = importlib.resources.files("authheaders") / "public_suffix_list.txt"
     with resource.open(encoding="utf-8") as handle:
         return PublicSuffixList(handle)

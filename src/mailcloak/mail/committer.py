@@ -1,11 +1,12 @@
 """Group commit: messages that arrive together share one transaction and one fsync.
 
 The SMTP server hands each accepted message to one writer thread. While that thread commits a
-batch, new messages queue up; the next batch takes all of them (up to a limit). Each message
-runs in its own savepoint, so one that fails is rolled back alone; each caller gets its result
-only after the shared commit, so a 250 still means "durably stored". If the commit itself fails,
-every message of the batch gets the error (and the client a 4xx), none is half-stored. A
-message that met a deadlock with another writer is tried again in a batch of its own.
+batch, new messages queue up; the next batch takes all of them (up to a limit). A message that
+fails is rolled back alone: the batch runs without savepoints first, and only when something
+failed again with one savepoint per message. Each caller gets its result only after the shared
+commit, so a 250 still means "durably stored". If the commit itself fails, every message of
+the batch gets the error (and the client a 4xx), none is half-stored. A message that met a
+deadlock with another writer is tried again in a batch of its own.
 """
 
 from __future__ import annotations
@@ -81,17 +82,19 @@ class GroupCommitter:
             batch.append(work)
         return batch
 
-    def _run_one(self, work: _Work[Any]) -> tuple[bool, Any]:
-        """One message in its own savepoint: a failure undoes this one only."""
+    def _commit_together(self, batch: list[_Work[Any]]) -> list[tuple[bool, Any]] | None:
+        """The usual case, without a savepoint per message (two round trips each saved).
+        None when anything failed in a batch of several: then nothing of it is stored, and it
+        is done again message by message."""
         try:
             with transaction.atomic():
-                return True, work.func(*work.args)
+                return [(True, work.func(*work.args)) for work in batch]
         except Exception as exc:
-            return False, exc
+            return [(False, exc)] if len(batch) == 1 else None
 
-    def _commit(self, batch: list[_Work[Any]], attempt: int = 1) -> None:
+    def _commit_each(self, batch: list[_Work[Any]]) -> list[tuple[bool, Any]]:
+        """Each message in a savepoint of its own, so one that fails is the only one lost."""
         results: list[tuple[bool, Any]] = []
-        close_stale_connections()  # a connection that broke or outlived CONN_MAX_AGE
         try:
             with transaction.atomic():
                 for work in batch:
@@ -102,6 +105,21 @@ class GroupCommitter:
                     raise DatabaseError("the transaction was lost")
         except Exception as exc:  # the commit failed: nothing of the batch is stored
             results = [(False, exc)] * len(batch)
+        return results
+
+    def _run_one(self, work: _Work[Any]) -> tuple[bool, Any]:
+        """One message in its own savepoint: a failure undoes this one only."""
+        try:
+            with transaction.atomic():
+                return True, work.func(*work.args)
+        except Exception as exc:
+            return False, exc
+
+    def _commit(self, batch: list[_Work[Any]], attempt: int = 1) -> None:
+        close_stale_connections()  # a connection that broke or outlived CONN_MAX_AGE
+        results = self._commit_together(batch)
+        if results is None:
+            results = self._commit_each(batch)
         self.batches += 1
         # A deadlock is tried again only after this commit: trying at once, inside the batch,
         # would still hold the locks of the messages before it, and deadlock again.

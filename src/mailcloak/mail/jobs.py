@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -266,7 +267,7 @@ def record_results_together(deliveries: list[tuple[Delivery, list[DeliveryResult
         id__in=job_ids, leased_by=worker_id, state=DeliveryJob.State.QUEUED).order_by("id")
     leased = {job.id: job for job in jobs}
     sent_by_message = {delivery.message_id: sent for delivery, _, sent in deliveries}
-    delivered: list[DeliveryJob] = []
+    delivered: dict[tuple[str, bool], list[int]] = defaultdict(list)  # by where it went
     now = timezone.now()
     for delivery, result in wanted:
         job = leased.get(delivery.job_ids[result.recipient])
@@ -275,26 +276,22 @@ def record_results_together(deliveries: list[tuple[Delivery, list[DeliveryResult
             continue
         message = messages[delivery.message_id]
         if isinstance(result, Delivered):
-            job.attempts += 1
             DELIVERY_ATTEMPTS.labels("delivered").inc()
-            job.delivered_to, job.tls, job.last_error = result.remote[:300], result.tls, ""
-            job.state, job.finished_at = DeliveryJob.State.DELIVERED, now
-            job.lease_expires_at, job.leased_by = None, ""
-            delivered.append(job)
+            delivered[result.remote[:300], result.tls].append(job.id)
             log.info("delivered", extra=fields(
                 queue_id=message.queue_id, job=job.id, decision="deliver", domain=job.domain,
                 remote=result.remote, tls=result.tls, reply=result.reply[:3]))
         else:
             _apply(job, message, result, sent_by_message[delivery.message_id], now)
-    DeliveryJob.objects.bulk_update(delivered, _DELIVERED_FIELDS)
+    for (remote, tls), ids in delivered.items():  # (bulk_update's CASE per row costs more)
+        DeliveryJob.objects.filter(id__in=ids).update(
+            attempts=F("attempts") + 1, delivered_to=remote, tls=tls, last_error="",
+            state=DeliveryJob.State.DELIVERED, finished_at=now, lease_expires_at=None,
+            leased_by="")
     (QueuedMessage.objects.filter(id__in=message_ids, content__isnull=False)
      .exclude(Exists(DeliveryJob.objects.filter(message_id=OuterRef("id"),
                                                 state=DeliveryJob.State.QUEUED)))
      .update(content=None))
-
-
-_DELIVERED_FIELDS = ["attempts", "delivered_to", "tls", "last_error", "state", "finished_at",
-                     "lease_expires_at", "leased_by"]
 
 
 def record_crash(delivery: Delivery, error: BaseException, worker_id: str) -> None:

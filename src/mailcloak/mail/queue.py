@@ -30,7 +30,7 @@ def enqueue(*, kind: str, mail_from: str, recipients: Iterable[str], content: by
     """
     now = timezone.now()
     lifetime = timedelta(seconds=mailcloak_settings.get().max_queue_lifetime)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # a caller's transaction is all-or-nothing anyway
         message = QueuedMessage.objects.create(
             queue_id=queue_id or new_queue_id(), kind=kind, mail_from=mail_from, content=content,
             size=len(content), alias=alias, created_at=now,

@@ -23,7 +23,7 @@ from typing import AnyStr
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from django.db import DatabaseError
 
-from mailcloak.mail import intake, policy, replies, tls
+from mailcloak.mail import auth, intake, policy, replies, tls
 from mailcloak.mail.addresses import (
     NULL,
     Address,
@@ -483,6 +483,7 @@ class SmtpServer:
 async def start_smtp_server(config: Config, *, host: str, port: int,
                             reuse_port: bool = False) -> SmtpServer:
     """Start an SMTP server for `config` on host:port (port 0: any free port)."""
+    auth.prepare()  # before the first message, not in the middle of it
     server = SmtpServer(ServerOptions.from_config(config))
     await server.start(host, port, reuse_port=reuse_port)
     return server

@@ -35,9 +35,11 @@ class ListenError(Exception):
 def serve(config: Config) -> int:
     """Run MAILCLOAK_SMTP_PROCESSES server processes on MAILCLOAK_SMTP_LISTEN until SIGTERM."""
     from mailcloak.aliases.services import sync_configured_domains
+    from mailcloak.mail.auth import prepare as prepare_authentication
 
     ServerOptions.from_config(config)  # settle TLS (and make the local certificate) once, first
     sync_configured_domains()  # fails here, once and clearly, when the database is not ready
+    prepare_authentication()  # once, here: the forked processes share what it read
     connections.close_all()  # no connection may be shared with the processes forked below
     processes = max(1, config.smtp_processes)
     if processes == 1:

@@ -368,7 +368,11 @@ def _word_tokens(text: str, prefix: str, found: set[str],
         if _CJK.search(text):
             _cjk_tokens(text, prefix, found)
         text = unicodedata.normalize("NFKC", text)
+    seen: set[str] = set()
     for raw_word in _WORD_SPLIT.split(text.lower()):
+        if raw_word in seen:  # most words of a text come back again and again
+            continue
+        seen.add(raw_word)
         word = raw_word.strip(_EDGE_PUNCTUATION)
         if len(word) < MIN_WORD or ("." in word and registered_domain(word) in masked):
             continue
@@ -383,7 +387,7 @@ def _word_token(word: str) -> str:
             return "mixed-script-word"
         if _CJK.search(word):
             return ""  # counted as bigrams
-    if any(char.isdigit() for char in word):
+    if not word.isalpha() and any(char.isdigit() for char in word):
         if _MONEY.search(word):
             return "amount-of-money"
         if _PERCENT.match(word):
