@@ -22,7 +22,7 @@ from bench.procmem import (
     postgres_postmaster,
     total_memory,
 )
-from bench.sustained import Arrivals, memory_report, summarise, write_samples
+from bench.sustained import Arrivals, memory_report, summarise, too_steep, write_samples
 
 from tests.support.sink import SmtpSink
 
@@ -258,3 +258,15 @@ def test_samples_are_written_with_every_column_seen(tmp_path: Path) -> None:
         rows = list(csv.DictReader(samples))
     assert rows[0] == {"t": "1.0", "rss_worker_mib": "60.0", "rss_smtpd.1_mib": ""}
     assert rows[1]["rss_smtpd.1_mib"] == "70.0"
+
+
+def test_only_a_mailcloak_process_still_growing_in_the_later_half_fails_the_run() -> None:
+    def figures(overall: float, later: float) -> dict[str, float]:
+        return {"slope_mib_per_min": overall, "later_half_slope_mib_per_min": later}
+
+    warming = {"rss": {"worker": figures(3.0, 0.1), "postgres": figures(9.0, 9.0)}}
+    leaking = {"rss": {"worker": figures(3.0, 0.1), "smtpd.2": figures(1.5, 1.5)}}
+
+    assert not too_steep(warming, 1.0)
+    assert too_steep(leaking, 1.0)
+    assert not too_steep(leaking, None)
