@@ -7,7 +7,7 @@ import secrets
 import string
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import Q, QuerySet
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox, User, normalize_address
@@ -119,16 +119,6 @@ def is_sender_blocked(alias: Alias, sender: str) -> bool:
     rules = _rules_naming(sender)
     return rules is not None and rules.filter(
         Q(alias=alias) | Q(alias__isnull=True), user_id=alias.user_id).exists()
-
-
-def sender_blocked_annotation(sender: str) -> Exists | Value:
-    """`is_sender_blocked` for every alias of a query at once (annotate the Alias query with
-    it): the RCPT lookup learns it without a second round trip to the database."""
-    rules = _rules_naming(sender)
-    if rules is None:
-        return Value(False)
-    return Exists(rules.filter(Q(alias_id=OuterRef("pk")) | Q(alias__isnull=True),
-                               user_id=OuterRef("user_id")))
 
 
 def _rules_naming(sender: str) -> QuerySet[BlockedSender] | None:

@@ -25,6 +25,7 @@ from mailcloak.mail.arc import SealError, arc_seal
 from mailcloak.mail.bounces import record_dsn
 from mailcloak.mail.forward import UnparseableMessage, prepare_forward
 from mailcloak.mail.headers import split_message
+from mailcloak.mail.lookups import aliases_to_forward
 from mailcloak.mail.models import QueuedMessage
 from mailcloak.mail.policy import Action, Decision
 from mailcloak.mail.queue import enqueue, new_queue_id
@@ -109,8 +110,7 @@ def store(message: InboundMessage) -> Outcome:
     """
     outcome = Outcome(replies.queued(message.queue_id))
     forwards = _unique(d for d in message.recipients if d.action is Action.FORWARD)
-    aliases = Alias.objects.select_related("domain", "mailbox", "user").in_bulk(
-        [d.alias_id for d in forwards])
+    aliases = aliases_to_forward([d.alias_id for d in forwards if d.alias_id is not None])
     refused: list[Alias] = []
     header_sender = _header_sender(message) if forwards else ""
     for decision in forwards:

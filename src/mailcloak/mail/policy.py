@@ -15,13 +15,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from django.db.models import F, Value
+from django.db.models import F
 
 from mailcloak.aliases.catchall import alias_on_first_mail
 from mailcloak.aliases.models import Alias, Contact, Domain
-from mailcloak.aliases.services import is_sender_blocked, sender_blocked_annotation
+from mailcloak.aliases.services import is_sender_blocked
 from mailcloak.mail import replies, verp
 from mailcloak.mail.addresses import Address
+from mailcloak.mail.lookups import RcptAlias, rcpt_alias
 from mailcloak.mail.replies import Reply
 from mailcloak.mail.sending import is_owner_mailbox, record_refused_reply
 
@@ -57,15 +58,10 @@ def decide(sender: Address, recipient: Address, peer: str | None = None) -> Deci
         return _reject(replies.RELAY_DENIED, address)
     if verp.is_bounce_local_part(recipient.local):
         return _bounce(address, recipient.domain)
-    alias = (Alias.objects.select_related("domain")
-             .only("id", "user_id", "enabled", "disabled_action", "domain__active",
-                   "domain__owner_id", "domain__verified_at")
-             .annotate(sender_blocked=Value(False) if sender.is_null
-                       else sender_blocked_annotation(str(sender)))
-             .filter(address=address).first())
+    alias = rcpt_alias(address, "" if sender.is_null else str(sender))
     if alias is None:
         return _no_alias(sender, address, recipient, peer)
-    if not alias.domain.active or not alias.domain.is_verified:
+    if not alias.domain_takes_mail:
         return _reject(replies.RELAY_DENIED, address)
     return _for_alias(alias, sender, address)
 
@@ -76,13 +72,14 @@ def serves_domain(name: str) -> bool:
     return Domain.objects.accepting_mail().filter(name=name).exists()
 
 
-def _for_alias(alias: Alias, sender: Address, address: str) -> Decision:
+def _for_alias(alias: Alias | RcptAlias, sender: Address, address: str) -> Decision:
     if not alias.enabled:
         if alias.disabled_action == Alias.DisabledAction.DROP:
             return Decision(Action.DROP, replies.RECIPIENT_OK, address, alias.pk)
         return _reject(replies.UNKNOWN_RECIPIENT, address)
-    blocked = getattr(alias, "sender_blocked", None)  # annotated by the RCPT lookup
-    if blocked is None:
+    if isinstance(alias, RcptAlias):  # the RCPT lookup knows
+        blocked = alias.sender_blocked
+    else:  # an alias the catch-all has just created
         blocked = not sender.is_null and is_sender_blocked(alias, str(sender))
     if blocked:
         Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
