@@ -29,3 +29,16 @@ def test_installed_for_dkim_signing() -> None:
     import mailcloak.mail.sign  # noqa: F401  (installs it)
 
     assert dkim.RSASSA_PKCS1_v1_5_sign is rsassa_pkcs1_v1_5_sign
+
+
+def test_dkimpy_parses_each_key_once() -> None:
+    import dkim
+
+    import mailcloak.mail.sign  # noqa: F401  (installs it)
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    first = dkim.parse_pem_private_key(pem)
+    assert first == dkim.crypto.parse_pem_private_key(pem)  # what dkimpy's own parse gives
+    assert dkim.parse_pem_private_key(pem) is first  # and not parsed again

@@ -4,11 +4,13 @@ dkimpy computes RSA signatures with Python integers, about 7 ms per RSA-2048 sig
 delivery path that alone caps a core at ~140 messages a second. PKCS#1 v1.5 signatures are
 deterministic, so OpenSSL produces the very same bytes some twenty times faster. `install()`
 points dkimpy's signing function (used for DKIM and ARC alike) at this one; verification is
-left to dkimpy.
+left to dkimpy. It also keeps dkimpy's parse of each PEM key, which dkimpy would otherwise
+repeat for every signature (0.13 ms, three times per forwarded message).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -43,5 +45,15 @@ def rsassa_pkcs1_v1_5_sign(digest: Any, private_key: dict[str, int]) -> bytes:
                                           utils.Prehashed(algorithm))
 
 
+_parse_pem_private_key = dkim.parse_pem_private_key
+
+
+@functools.lru_cache(maxsize=32)
+def parse_pem_private_key(data: bytes) -> dict[str, int]:
+    """dkimpy's key parse, once per key (dkimpy only reads the fields it returns)."""
+    return _parse_pem_private_key(data)
+
+
 def install() -> None:
     dkim.RSASSA_PKCS1_v1_5_sign = rsassa_pkcs1_v1_5_sign
+    dkim.parse_pem_private_key = parse_pem_private_key
