@@ -7,7 +7,7 @@ from django.utils import timezone
 from mailcloak.accounts.models import User
 from mailcloak.aliases.models import Alias, Domain
 from mailcloak.aliases.services import block_sender
-from mailcloak.mail.lookups import aliases_to_forward, rcpt_alias
+from mailcloak.mail.lookups import aliases_to_forward, contact_of, rcpt_alias
 
 
 def test_rcpt_alias_reads_the_alias_and_its_domain(alias: Alias) -> None:
@@ -47,3 +47,17 @@ def test_aliases_to_forward_carries_what_forwarding_reads(alias: Alias) -> None:
         alias.address, alias.domain.name, alias.mailbox.email, alias.user.spam_sensitivity)
     assert one.title == "shopping"  # any other field is loaded on first use
     assert aliases_to_forward([]) == {}
+
+
+def test_contact_of_finds_the_contact_of_that_alias_only(user: User, alias: Alias) -> None:
+    from mailcloak.aliases.services import create_alias
+    from mailcloak.mail.contacts import contact_for
+
+    contact = contact_for(alias, "Jane@Example.org", "Jane")
+    found = contact_of(alias.pk, "jane@example.org")
+    assert found is not None
+    assert (found.pk, found.display_name, found.reverse_address, found.alias_id) == (
+        contact.pk, "Jane", contact.reverse_address, alias.pk)
+    assert found.created_at == contact.created_at  # any other field is loaded on first use
+    assert contact_of(create_alias(user).pk, "jane@example.org") is None
+    assert contact_of(alias.pk, "john@example.org") is None

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 
 from mailcloak.accounts.models import normalize_address
 from mailcloak.aliases.models import Alias, Contact, DeletedAlias
+from mailcloak.mail.lookups import contact_of
 
 REVERSE_PREFIX = "r."
 TOKEN_ALPHABET = string.ascii_lowercase + string.digits
@@ -37,7 +38,7 @@ def contact_for(alias: Alias, email: str, display_name: str = "") -> Contact:
     email = normalize_address(email)
     display_name = display_name[:NAME_LENGTH]
     for _ in range(ATTEMPTS):
-        contact = Contact.objects.filter(alias=alias, email=email).first()
+        contact = contact_of(alias.pk, email)
         if contact is not None:
             return _with_name(contact, display_name)
         reverse_address = f"{REVERSE_PREFIX}{new_reverse_token()}@{alias.domain.name}"
