@@ -129,7 +129,8 @@ class Snapshots:
                 continue
             first, last = (_load(path) for path in (paths[0], paths[-1]))
             lines.append(f"{names.get(pid, pid)} (pid {pid}): traced "
-                         f"{_traced_mib(first):.1f} -> {_traced_mib(last):.1f} MiB; grew most at:")
+                         f"{_traced_mib(first):.1f} -> {_traced_mib(last):.1f} MiB; grew most at "
+                         "(where allocated, then its callers):")
             for stat in last.compare_to(first, "traceback")[:top]:
                 if stat.size_diff <= 0:
                     break
