@@ -170,7 +170,7 @@ def _progress(row: dict[str, float | str]) -> str:
             f"accepted={row['accepted']:>7} delivered={row['delivered']:>7} "
             f"backlog={row['backlog']:>6} refused={row['refused']:>5} "
             f"behind={row['behind_s']:>6}s load={row['load_1min']:.1f} "
-            f"rss smtpd+worker={row.get('rss_mailcloak_mib', 0):.0f} MiB")
+            f"rss mailcloak={row.get('rss_mailcloak_mib', 0):.0f} MiB")
 
 
 async def send_and_sample(plan: Plan, host: str, port: int, sampler: Sampler,
@@ -178,11 +178,11 @@ async def send_and_sample(plan: Plan, host: str, port: int, sampler: Sampler,
                           snapshots: Snapshots | None) -> None:
     stop = asyncio.Event()
     sampling = asyncio.create_task(sampler.every(interval, "send", stop))
-    sessions = [paced_session(n, plan, SmtpClientSession(host, port), sampler.sending)
-                for n in range(plan.sessions)]
+    work = [paced_session(n, plan, SmtpClientSession(host, port), sampler.sending)
+            for n in range(plan.sessions)]
     if snapshots is not None and snapshot_at_warmup is not None:
-        sessions.append(_snapshot_later(snapshot_at_warmup, snapshots, sampler.watched))
-    await asyncio.gather(*sessions)
+        work.append(_snapshot_later(snapshot_at_warmup, snapshots, sampler.watched))
+    await asyncio.gather(*work)
     stop.set()
     await sampling
 
