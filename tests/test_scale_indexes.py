@@ -77,7 +77,9 @@ def test_a_worker_finds_its_leases_by_index_beside_thousands_of_deferred_jobs() 
     assert (len(claimed), renewed, released) == (3, 3, 3)
     own_jobs = [query["sql"] for query in captured.captured_queries
                 if f"\"leased_by\" = '{WORKER}'" in where_clause(query["sql"])]
-    assert len(own_jobs) == 3  # the claim's read-back, the renewal, the release
+    # The renewal, the release, and on SQLite the claim's read-back (PostgreSQL's claim returns
+    # the rows it leased).
+    assert len(own_jobs) == (3 if connection.vendor == "sqlite" else 2)
     for sql in own_jobs:
         assert "job_leased_idx" in plan_of(sql), sql
 
