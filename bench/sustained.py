@@ -329,7 +329,16 @@ def stack(args: argparse.Namespace, snapshots: Snapshots | None) -> Iterator[Sta
             deployment.stop_all()
             sink.terminate()
             sink.wait(10)
+            _print_warnings(deployment, ["smtpd", *(f"worker{n}" for n in range(args.workers))])
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _print_warnings(deployment: Deployment, names: list[str], last: int = 5) -> None:
+    """The processes log warnings and errors only: show how many, and the last few."""
+    for name in names:
+        lines = deployment.log(name).splitlines()
+        if lines:
+            print(f"{name} logged {len(lines)} lines; the last:", *lines[-last:], sep="\n  ")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
