@@ -131,9 +131,8 @@ class Snapshots:
             lines.append(f"{names.get(pid, pid)} (pid {pid}): traced "
                          f"{_traced_mib(first):.1f} -> {_traced_mib(last):.1f} MiB; grew most at "
                          "(where allocated, then its callers):")
-            for stat in last.compare_to(first, "traceback")[:top]:
-                if stat.size_diff <= 0:
-                    break
+            grew = [stat for stat in last.compare_to(first, "traceback") if stat.size_diff > 0]
+            for stat in sorted(grew, key=lambda stat: stat.size_diff, reverse=True)[:top]:
                 lines.append(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
                 lines += [f"      {frame.filename}:{frame.lineno}"
                           for frame in reversed(stat.traceback)]

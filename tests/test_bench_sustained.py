@@ -180,12 +180,13 @@ def test_the_postgres_cluster_is_found_by_its_port() -> None:
 
 def test_tracemalloc_snapshots_name_the_line_that_keeps_memory(tmp_path: Path) -> None:
     program = tmp_path / "hoarder.py"
-    program.write_text(
-        "import sys, time\n"
-        "kept = []\n"
+    program.write_text(  # it frees more than it keeps: what it keeps must still be named
+        "import sys\n"
+        "kept, scratch = [], bytearray(16 << 20)\n"
         "print('ready', flush=True)\n"
         "for line in sys.stdin:\n"
         "    kept.append(bytearray(4 << 20))\n"
+        "    scratch = None\n"
         "    print('grew', flush=True)\n")
     snapshots = Snapshots(tmp_path)
     process = subprocess.Popen([sys.executable, str(program)],
