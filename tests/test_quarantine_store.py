@@ -8,6 +8,7 @@ import os
 import stat
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
@@ -46,10 +47,12 @@ def stored_column(held: QuarantinedMessage) -> bytes:
         return bytes(cursor.fetchone()[0])
 
 
-def test_metadata_is_stored_and_the_alias_counts_it(alias: Alias) -> None:
+def test_metadata_is_stored_and_the_alias_counts_it(
+        alias: Alias, django_capture_on_commit_callbacks: Any) -> None:
     raw = spam_message(subject="=?utf-8?q?Gl=C3=BCck?= for you", attachment=b"MZ...")
     before = timezone.now()
-    held = hold(alias, raw, mail_from="<Bounce@Spam.Example>")
+    with django_capture_on_commit_callbacks(execute=True):  # the count, added after commit
+        held = hold(alias, raw, mail_from="<Bounce@Spam.Example>")
     held.refresh_from_db()
     assert held.user_id == alias.user_id
     assert held.direction == "inbound"

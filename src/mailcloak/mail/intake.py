@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, transaction
-from django.db.models import F
 
 from mailcloak.aliases.models import Alias
 from mailcloak.aliases.services import is_sender_blocked
@@ -23,6 +22,7 @@ from mailcloak.mail import replies
 from mailcloak.mail.analysis import Analysis
 from mailcloak.mail.arc import SealError, arc_seal
 from mailcloak.mail.bounces import record_dsn
+from mailcloak.mail.counters import add_after_commit
 from mailcloak.mail.forward import UnparseableMessage, prepare_forward
 from mailcloak.mail.headers import split_message
 from mailcloak.mail.lookups import aliases_to_forward
@@ -119,7 +119,7 @@ def store(message: InboundMessage) -> Outcome:
             outcome.dropped += 1
             continue
         if header_sender and is_sender_blocked(alias, header_sender):
-            Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
+            add_after_commit(Alias, alias.pk, "blocked_count")
             outcome.blocked += 1
             continue
         action = (message.analysis.action_for(alias.user.spam_sensitivity)
@@ -214,7 +214,7 @@ def _forward(message: InboundMessage, alias: Alias, queue_id: str) -> QueuedMess
                      queue_id=queue_id)
     record_forward(raw=message.content, alias=alias, queue_id=queue_id, mail_from=message.sender,
                    verdict=message.analysis.verdict if message.analysis else None)
-    Alias.objects.filter(pk=alias.pk).update(forwarded_count=F("forwarded_count") + 1)
+    add_after_commit(Alias, alias.pk, "forwarded_count")
     return queued
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from django.db.models import F
-
 from mailcloak.aliases.catchall import alias_on_first_mail
 from mailcloak.aliases.models import Alias, Contact, Domain
 from mailcloak.aliases.services import is_sender_blocked
 from mailcloak.mail import replies, verp
 from mailcloak.mail.addresses import Address
+from mailcloak.mail.counters import add_after_commit
 from mailcloak.mail.lookups import RcptAlias, rcpt_alias
 from mailcloak.mail.replies import Reply
 from mailcloak.mail.sending import is_owner_mailbox, record_refused_reply
@@ -82,7 +81,7 @@ def _for_alias(alias: Alias | RcptAlias, sender: Address, address: str) -> Decis
     else:  # an alias the catch-all has just created
         blocked = not sender.is_null and is_sender_blocked(alias, str(sender))
     if blocked:
-        Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
+        add_after_commit(Alias, alias.pk, "blocked_count")
         return _reject(replies.SENDER_BLOCKED, address)
     return Decision(Action.FORWARD, replies.RECIPIENT_OK, address, alias.pk)
 

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Protocol
 
-from django.db.models import F
-
 from mailcloak import settings as mailcloak_settings
 from mailcloak.accounts.models import Mailbox
 from mailcloak.aliases.models import Alias, Contact
 from mailcloak.mail import replies, reputation
 from mailcloak.mail.auth import AuthResult
 from mailcloak.mail.auth_dmarc import aligned
+from mailcloak.mail.counters import add_after_commit
 from mailcloak.mail.headers import split_message
 from mailcloak.mail.models import QueuedMessage, RefusedReply
 from mailcloak.mail.outbound import prepare_reply
@@ -182,7 +181,7 @@ def _queue(raw: bytes, alias: Alias, contacts: list[Contact], queue_id: str) -> 
     enqueue(kind=QueuedMessage.Kind.REPLY, mail_from=prepared.mail_from,
             recipients=prepared.recipients, content=prepared.content, alias=alias,
             queue_id=queue_id)
-    Alias.objects.filter(pk=alias.pk).update(replied_count=F("replied_count") + 1)
-    Contact.objects.filter(pk__in=[c.pk for c in contacts]).update(
-        replied_count=F("replied_count") + 1)
+    add_after_commit(Alias, alias.pk, "replied_count")
+    for contact in contacts:
+        add_after_commit(Contact, contact.pk, "replied_count")
     return queue_id

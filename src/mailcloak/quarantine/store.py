@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.aliases.models import Alias
+from mailcloak.mail.counters import add_after_commit
 from mailcloak.mail.headers import split_message
 from mailcloak.mail.policy_email import clean_text, decode_words, parse_mailboxes
 from mailcloak.mail.spam.verdict import Direction, Verdict
@@ -87,7 +87,7 @@ def quarantine_message(*, raw: bytes, alias: Alias, direction: Direction, verdic
             authentication_results=authentication_results, key_id=ring.current_id,
             content=ring.seal(raw), expires_at=retention_end(now),
         )
-        Alias.objects.filter(pk=alias.pk).update(blocked_count=F("blocked_count") + 1)
+        add_after_commit(Alias, alias.pk, "blocked_count")
         if held.direction == Direction.OUTBOUND:
             from mailcloak.quarantine.notify import send_not_sent_notice
 
