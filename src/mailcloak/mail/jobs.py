@@ -135,21 +135,40 @@ def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
     for job in crashed:
         record_crash_limit(job, worker_id)
     jobs = [job for job in jobs if job.crashes < MAX_CRASHES]
-    messages = QueuedMessage.objects.in_bulk({job.message_id for job in jobs})
-    ours = set(config.domains) | set(
-        Domain.objects.filter(active=True).values_list("name", flat=True))
+    messages = _messages_to_send(sorted({job.message_id for job in jobs}))
+    ours = set(config.domains) | _active_domains()
     deliveries: dict[tuple[int, str], Delivery] = {}
     for job in jobs:
-        message = messages[job.message_id]
-        key = (message.id, job.domain)
+        message_id, queue_id, kind, mail_from, content = messages[job.message_id]
+        key = (message_id, job.domain)
         if key not in deliveries:
             deliveries[key] = Delivery(
-                message.id, message.mail_from, job.domain,
-                _signing_domain(message.mail_from, message.kind, ours, config.primary_domain),
-                bytes(message.content) if message.content is not None else b"",
-                queue_id=message.queue_id)
+                message_id, mail_from, job.domain,
+                _signing_domain(mail_from, kind, ours, config.primary_domain),
+                bytes(content) if content is not None else b"", queue_id=queue_id)
         deliveries[key].job_ids[job.recipient] = job.id
     return list(deliveries.values())
+
+
+# Read for every claim: in SQL written out, as the claim itself (the ORM would compile them anew).
+
+def _messages_to_send(ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """id -> (id, queue_id, kind, mail_from, content) of the claimed jobs' messages."""
+    if not ids:
+        return {}
+    table = connection.ops.quote_name(QueuedMessage._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, queue_id, kind, mail_from, content"  # noqa: S608
+                       f" FROM {table} WHERE id IN ({placeholders})", ids)
+        return {row[0]: row for row in cursor.fetchall()}
+
+
+def _active_domains() -> set[str]:
+    table = connection.ops.quote_name(Domain._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT name FROM {table} WHERE active = %s", [True])  # noqa: S608
+        return {name for (name,) in cursor.fetchall()}
 
 
 def claim_deliveries(worker_id: str, limit: int, lease: timedelta = BATCH_LEASE
