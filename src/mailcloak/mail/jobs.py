@@ -15,15 +15,13 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.aliases.models import Domain
-from mailcloak.mail import reputation
+from mailcloak.mail import queue_sql, reputation
 from mailcloak.mail.deliver import (
     Delivered,
     DeliveryResult,
@@ -80,44 +78,11 @@ class Delivery:
 def claim_jobs(worker_id: str, limit: int, lease: timedelta = BATCH_LEASE
                ) -> list[DeliveryJob]:
     """Lease up to `limit` due jobs to `worker_id`, oldest due first, and return them with
-    the fields delivery reads (the others load on first use).
-
-    Written in SQL: the ORM would compile these statements anew at every claim, at several
-    times their cost. PostgreSQL claims and returns the jobs in one statement, skipping rows
-    other workers hold; SQLite, whose single writer needs no such care, reads them back."""
+    the fields delivery reads (the others load on first use). PostgreSQL workers skip the
+    rows other workers hold; a job whose lease ran out has its crash count raised."""
     now = timezone.now()
-    ops = connection.ops
-    at, until = (ops.adapt_datetimefield_value(now),
-                 ops.adapt_datetimefield_value(now + lease))
-    table = ops.quote_name(DeliveryJob._meta.db_table)
-    # A lease that ran out means the worker holding it died with the job.
-    lease_and_count = (
-        "leased_by = %s, lease_expires_at = %s, last_attempt_at = %s,"
-        f" crashes = CASE WHEN {table}.lease_expires_at IS NULL THEN {table}.crashes"
-        f" ELSE {table}.crashes + 1 END")
-    due = (f"SELECT id FROM {table} WHERE state = %s AND next_attempt_at <= %s"  # noqa: S608
-           " AND (lease_expires_at IS NULL OR lease_expires_at <= %s)"
-           " ORDER BY next_attempt_at, id LIMIT %s")
-    due_params: list[Any] = [DeliveryJob.State.QUEUED, at, at, limit]
-    lease_params: list[Any] = [worker_id, until, at]
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            returning = ", ".join(f"{table}.{column}" for column in _CLAIMED_FIELDS)
-            cursor.execute(
-                f"WITH due AS ({due} FOR UPDATE SKIP LOCKED) UPDATE {table}"  # noqa: S608
-                f" SET {lease_and_count} FROM due WHERE {table}.id = due.id"
-                f" RETURNING {returning}", due_params + lease_params)
-        else:
-            cursor.execute(f"UPDATE {table} SET {lease_and_count}"  # noqa: S608
-                           f" WHERE id IN ({due})", lease_params + due_params)
-            cursor.execute(f"SELECT {', '.join(_CLAIMED_FIELDS)} FROM {table}"  # noqa: S608
-                           ' WHERE "leased_by" = %s AND lease_expires_at = %s AND state = %s',
-                           [worker_id, until, DeliveryJob.State.QUEUED])
-        rows = cursor.fetchall()
-    return [DeliveryJob.from_db(connection.alias, _CLAIMED_FIELDS, row) for row in sorted(rows)]
-
-
-_CLAIMED_FIELDS = ["id", "message_id", "recipient", "domain", "crashes"]
+    with transaction.atomic():
+        return queue_sql.claim(worker_id, limit, now=now, lease_until=now + lease)
 
 
 def _signing_domain(mail_from: str, kind: str, ours: set[str], primary: str) -> str:
@@ -135,8 +100,8 @@ def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
     for job in crashed:
         record_crash_limit(job, worker_id)
     jobs = [job for job in jobs if job.crashes < MAX_CRASHES]
-    messages = _messages_to_send(sorted({job.message_id for job in jobs}))
-    ours = set(config.domains) | _active_domains()
+    messages = queue_sql.messages_to_send(sorted({job.message_id for job in jobs}))
+    ours = set(config.domains) | queue_sql.active_domains()
     deliveries: dict[tuple[int, str], Delivery] = {}
     for job in jobs:
         message_id, queue_id, kind, mail_from, content = messages[job.message_id]
@@ -148,27 +113,6 @@ def plan_deliveries(jobs: list[DeliveryJob], worker_id: str) -> list[Delivery]:
                 bytes(content) if content is not None else b"", queue_id=queue_id)
         deliveries[key].job_ids[job.recipient] = job.id
     return list(deliveries.values())
-
-
-# Read for every claim: in SQL written out, as the claim itself (the ORM would compile them anew).
-
-def _messages_to_send(ids: list[int]) -> dict[int, tuple[Any, ...]]:
-    """id -> (id, queue_id, kind, mail_from, content) of the claimed jobs' messages."""
-    if not ids:
-        return {}
-    table = connection.ops.quote_name(QueuedMessage._meta.db_table)
-    placeholders = ", ".join(["%s"] * len(ids))
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id, queue_id, kind, mail_from, content"  # noqa: S608
-                       f" FROM {table} WHERE id IN ({placeholders})", ids)
-        return {row[0]: row for row in cursor.fetchall()}
-
-
-def _active_domains() -> set[str]:
-    table = connection.ops.quote_name(Domain._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT name FROM {table} WHERE active = %s", [True])  # noqa: S608
-        return {name for (name,) in cursor.fetchall()}
 
 
 def claim_deliveries(worker_id: str, limit: int, lease: timedelta = BATCH_LEASE
@@ -294,39 +238,29 @@ def record_results_together(deliveries: list[tuple[Delivery, list[DeliveryResult
     wanted = [(delivery, result) for delivery, results, _ in deliveries for result in results
               if result.recipient in delivery.job_ids]
     message_ids = sorted({delivery.message_id for delivery, _ in wanted})
-    messages = {message.id: message for message in QueuedMessage.objects.select_for_update()
-                .only("id", "queue_id", "kind", "mail_from", "alias_id")
-                .filter(id__in=message_ids).order_by("id")}
     job_ids = sorted(delivery.job_ids[result.recipient] for delivery, result in wanted)
-    jobs = DeliveryJob.objects.select_for_update().filter(
-        id__in=job_ids, leased_by=worker_id, state=DeliveryJob.State.QUEUED).order_by("id")
-    leased = {job.id: job for job in jobs}
+    messages, leased = queue_sql.lock_for_results(message_ids, job_ids, worker_id)
     sent_by_message = {delivery.message_id: sent for delivery, _, sent in deliveries}
     delivered: dict[tuple[str, bool], list[int]] = defaultdict(list)  # by where it went
     now = timezone.now()
     for delivery, result in wanted:
-        job = leased.get(delivery.job_ids[result.recipient])
-        if job is None:
-            _leased_job(delivery.job_ids[result.recipient], worker_id)  # says why in the log
+        job_id = delivery.job_ids[result.recipient]
+        if job_id not in leased:
+            _leased_job(job_id, worker_id)  # says why in the log
             continue
         message = messages[delivery.message_id]
         if isinstance(result, Delivered):
             DELIVERY_ATTEMPTS.labels("delivered").inc()
-            delivered[result.remote[:300], result.tls].append(job.id)
+            delivered[result.remote[:300], result.tls].append(job_id)
             log.info("delivered", extra=fields(
-                queue_id=message.queue_id, job=job.id, decision="deliver", domain=job.domain,
-                remote=result.remote, tls=result.tls, reply=result.reply[:3]))
-        else:
-            _apply(job, message, result, sent_by_message[delivery.message_id], now)
-    for (remote, tls), ids in delivered.items():  # (bulk_update's CASE per row costs more)
-        DeliveryJob.objects.filter(id__in=ids).update(
-            attempts=F("attempts") + 1, delivered_to=remote, tls=tls, last_error="",
-            state=DeliveryJob.State.DELIVERED, finished_at=now, lease_expires_at=None,
-            leased_by="")
-    (QueuedMessage.objects.filter(id__in=message_ids, content__isnull=False)
-     .exclude(Exists(DeliveryJob.objects.filter(message_id=OuterRef("id"),
-                                                state=DeliveryJob.State.QUEUED)))
-     .update(content=None))
+                queue_id=message.queue_id, job=job_id, decision="deliver",
+                domain=leased[job_id], remote=result.remote, tls=result.tls,
+                reply=result.reply[:3]))
+        else:  # the rarer outcomes take the one-at-a-time path, on the whole row
+            _apply(DeliveryJob.objects.get(id=job_id), message, result,
+                   sent_by_message[delivery.message_id], now)
+    queue_sql.mark_delivered(delivered, now)
+    queue_sql.drop_finished_content(message_ids)
 
 
 def record_crash(delivery: Delivery, error: BaseException, worker_id: str) -> None:
