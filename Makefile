@@ -41,10 +41,12 @@ test-sqlite: install-test
 test-postgres: install-test
 	scripts/with-postgres $(BIN)/pytest $(PYTEST_ARGS)
 
-# Long runs, not part of `make test` (about 45 minutes): kill -9 of smtpd and workers under
+# Long runs, not part of `make test` (about an hour): kill -9 of smtpd and workers under
 # load, round after round, against a throwaway PostgreSQL (sent/accepted/delivered/lost/
 # duplicated); 10,000 malformed MIME messages and the whole corpus through the end of DATA;
-# SMTP memory over 10,000 hostile sessions; 5,000 fresh SMTP fuzz examples.
+# SMTP memory over 10,000 hostile sessions; 5,000 fresh SMTP fuzz examples; ten minutes of
+# sustained load with memory that must stay flat; RCPT latency beside 1,000,000 aliases; fresh
+# mail beside 100,000 deferred deliveries. docs/benchmarks.md has the latest figures.
 SOAK_ARGS ?= --messages 5000 --rounds 5
 CORPUS ?= ../shared/corpus
 soak: install-test
@@ -54,6 +56,10 @@ soak: install-test
 	  else echo "skipped: the corpus pass ($(CORPUS) is absent)"; fi
 	$(BIN)/python bench/smtp_memory.py --connections 10000
 	MAILCLOAK_TEST_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/test_fuzz_smtp.py
+	scripts/with-postgres $(BIN)/python bench/sustained.py --rate 60 --duration 600 \
+	  --warmup 180 --max-rss-slope 0.25
+	scripts/with-postgres $(BIN)/python bench/rcpt_scale.py
+	scripts/with-postgres $(BIN)/python bench/deferred_queue.py
 
 # Retrain the builtin spam engine's shipped model on every corpus in ../shared/corpus.
 model: install
