@@ -4,8 +4,10 @@ Claims are atomic: PostgreSQL workers skip each other's locked rows (SELECT ... 
 SKIP LOCKED); SQLite has a single writer and claims with one UPDATE ... WHERE id IN (...).
 A claimed job carries a lease; a job whose worker died is claimed again once the lease
 expires, with its crash count raised so a message that kills every worker is parked in the
-end. Each job's outcome is written in its own transaction; once every job of a message is
-finished, the message content is deleted (forwarded mail is not kept).
+end. The long-running worker records a batch of outcomes together (record_results_together),
+falling back to one job per savepoint (record_results) when that fails; once every job of a
+message is finished, the message content is deleted (forwarded mail is not kept). The
+statements every claim and batch run are written out in SQL in mail.queue_sql.
 """
 
 from __future__ import annotations

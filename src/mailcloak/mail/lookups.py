@@ -43,7 +43,7 @@ def rcpt_alias(address: str, sender: str) -> RcptAlias | None:
             " AND (b.alias_id = a.id OR b.alias_id IS NULL)"
             f" AND ((b.kind = %s AND b.value = %s) OR (b.kind = %s AND b.value IN ({domains}))))")
         params: list[str] = [BlockedSender.Kind.ADDRESS, sender, BlockedSender.Kind.DOMAIN,
-                                *parents]
+                             *parents]
     else:
         blocked_sql, params = "0 = 1", []
     sql = (f"SELECT a.id, a.user_id, a.enabled, a.disabled_action, d.active,"  # noqa: S608
