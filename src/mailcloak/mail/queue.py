@@ -12,6 +12,7 @@ from django.utils import timezone
 from mailcloak import settings as mailcloak_settings
 from mailcloak.aliases.models import Alias
 from mailcloak.mail.models import DeliveryJob, QueuedMessage
+from mailcloak.mail.rows import insert
 
 
 def new_queue_id() -> str:
@@ -30,14 +31,11 @@ def enqueue(*, kind: str, mail_from: str, recipients: Iterable[str], content: by
     """
     now = timezone.now()
     lifetime = timedelta(seconds=mailcloak_settings.get().max_queue_lifetime)
+    message = QueuedMessage(queue_id=queue_id or new_queue_id(), kind=kind, mail_from=mail_from,
+                            content=content, size=len(content), alias=alias, created_at=now)
     with transaction.atomic(savepoint=False):  # a caller's transaction is all-or-nothing anyway
-        message = QueuedMessage.objects.create(
-            queue_id=queue_id or new_queue_id(), kind=kind, mail_from=mail_from, content=content,
-            size=len(content), alias=alias, created_at=now,
-        )
-        DeliveryJob.objects.bulk_create(
-            DeliveryJob(message=message, recipient=rcpt, domain=recipient_domain(rcpt),
-                        next_attempt_at=now, expires_at=now + lifetime)
-            for rcpt in dict.fromkeys(recipients)
-        )
+        insert([message])
+        insert([DeliveryJob(message=message, recipient=rcpt, domain=recipient_domain(rcpt),
+                            next_attempt_at=now, expires_at=now + lifetime)
+                for rcpt in dict.fromkeys(recipients)], set_ids=False)
     return message

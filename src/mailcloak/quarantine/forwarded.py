@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from mailcloak.accounts.models import User
 from mailcloak.aliases.models import Alias
+from mailcloak.mail.rows import insert
 from mailcloak.mail.spam.verdict import Verdict
 from mailcloak.quarantine.activity import record
 from mailcloak.quarantine.crypto import keyring
@@ -44,12 +45,14 @@ def record_forward(*, raw: bytes, alias: Alias, queue_id: str, mail_from: str,
         ring = keyring()
         features, key_id = ring.seal(_pack(raw, verdict.features)), ring.current_id
     now = timezone.now()
-    return ForwardedMail.objects.create(
+    mail = ForwardedMail(
         user_id=alias.user_id, alias=alias, queue_id=queue_id,
         mail_from=mail_from.strip().strip("<>").lower()[:ADDRESS_LIMIT],
         header_from=summary.header_from, sender_address=summary.sender_address,
         subject=summary.subject, score=verdict.score if verdict else 0.0,
         key_id=key_id, features=features, created_at=now, expires_at=retention_end(now))
+    insert([mail])
+    return mail
 
 
 def report_spam(user: User, mail: ForwardedMail, *,
