@@ -105,14 +105,16 @@ async def drive(host: str, port: int, messages: int, sessions: int, size: int,
     return accepted, failures, started
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its children (smtpd's server processes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
+
+
 def peak_rss_kib(pid: int) -> int:
     """VmHWM of a process and its children, in KiB."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for one in pids:
+    for one in with_children(pid):
         try:
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -125,12 +127,8 @@ def peak_rss_kib(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children so far, in seconds."""
     total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
     ticks = os.sysconf("SC_CLK_TCK")
-    for one in pids:
+    for one in with_children(pid):
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from django.db import connection, models, transaction
 
+from mailcloak.mail.sql import table
+
 
 def add_after_commit(model: type[models.Model], pk: int, field: str, amount: int = 1) -> None:
     """Add `amount` to `field` of row `pk` once the current transaction commits (at once
     outside one); forgotten if it rolls back."""
     model._meta.get_field(field)  # a counter the model has (its column has the same name)
-    table = connection.ops.quote_name(model._meta.db_table)
     column = connection.ops.quote_name(field)
-    sql = f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s"  # noqa: S608
+    sql = f"UPDATE {table(model)} SET {column} = {column} + %s WHERE id = %s"  # noqa: S608
 
     def add() -> None:
         with connection.cursor() as cursor:

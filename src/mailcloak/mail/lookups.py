@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import connection, models
+from django.db import connection
 
 from mailcloak.accounts.models import Mailbox, User, normalize_address
 from mailcloak.aliases.models import Alias, BlockedSender, Contact, Domain
 from mailcloak.aliases.services import domain_and_parents
+from mailcloak.mail.sql import placeholders, table
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ def rcpt_alias(address: str, sender: str) -> RcptAlias | None:
     one query (aliases.services.is_sender_blocked says what a block covers)."""
     sender = normalize_address(sender)
     parents = domain_and_parents(sender) if "@" in sender else []
-    alias, domain, blocked = (_table(Alias), _table(Domain), _table(BlockedSender))
+    alias, domain, blocked = (table(Alias), table(Domain), table(BlockedSender))
     if parents:
-        domains = ", ".join(["%s"] * len(parents))
+        domains = placeholders(parents)
         # Only table names and placeholders are formatted into these strings (S608).
         blocked_sql = (
             f"EXISTS (SELECT 1 FROM {blocked} b WHERE b.user_id = a.user_id"  # noqa: S608
@@ -66,13 +67,12 @@ def aliases_to_forward(ids: list[int]) -> dict[int, Alias]:
     when first used, as with the ORM's `only()`."""
     if not ids:
         return {}
-    alias, domain, mailbox, user = (_table(Alias), _table(Domain), _table(Mailbox),
-                                    _table(User))
-    placeholders = ", ".join(["%s"] * len(ids))
+    alias, domain, mailbox, user = (table(Alias), table(Domain), table(Mailbox),
+                                    table(User))
     sql = ("SELECT a.id, a.address, a.domain_id, a.user_id, a.mailbox_id, d.name, m.email,"  # noqa: S608
            f" u.spam_sensitivity FROM {alias} a JOIN {domain} d ON d.id = a.domain_id"
            f" JOIN {mailbox} m ON m.id = a.mailbox_id JOIN {user} u ON u.id = a.user_id"
-           f" WHERE a.id IN ({placeholders})")
+           f" WHERE a.id IN ({placeholders(ids)})")
     using = connection.alias
     with connection.cursor() as cursor:
         cursor.execute(sql, ids)
@@ -91,7 +91,7 @@ def aliases_to_forward(ids: list[int]) -> dict[int, Alias]:
 def contact_of(alias_id: int, email: str) -> Contact | None:
     """The contact `email` (normalised) of the alias, with the fields forwarding reads."""
     sql = ("SELECT id, display_name, reverse_address"  # noqa: S608
-           f" FROM {_table(Contact)} WHERE alias_id = %s AND email = %s")
+           f" FROM {table(Contact)} WHERE alias_id = %s AND email = %s")
     with connection.cursor() as cursor:
         cursor.execute(sql, [alias_id, email])
         row = cursor.fetchone()
@@ -100,7 +100,3 @@ def contact_of(alias_id: int, email: str) -> Contact | None:
     return Contact.from_db(connection.alias,
                            ["id", "alias_id", "email", "display_name", "reverse_address"],
                            [row[0], alias_id, email, row[1], row[2]])
-
-
-def _table(model: type[models.Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)

@@ -15,6 +15,7 @@ from django.db import connection
 
 from mailcloak.aliases.models import Domain
 from mailcloak.mail.models import DeliveryJob, QueuedMessage
+from mailcloak.mail.sql import placeholders, table
 
 CLAIMED_FIELDS = ["id", "message_id", "recipient", "domain", "crashes"]
 
@@ -26,28 +27,28 @@ def claim(worker_id: str, limit: int, *, now: datetime, lease_until: datetime
     needs no such care, reads them back."""
     ops = connection.ops
     at, until = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(lease_until)
-    table = ops.quote_name(DeliveryJob._meta.db_table)
+    job_table = table(DeliveryJob)
     # A lease that ran out means the worker holding it died with the job.
     lease_and_count = (
         "leased_by = %s, lease_expires_at = %s, last_attempt_at = %s,"
-        f" crashes = CASE WHEN {table}.lease_expires_at IS NULL THEN {table}.crashes"
-        f" ELSE {table}.crashes + 1 END")
-    due = (f"SELECT id FROM {table} WHERE state = %s AND next_attempt_at <= %s"  # noqa: S608
+        f" crashes = CASE WHEN {job_table}.lease_expires_at IS NULL THEN {job_table}.crashes"
+        f" ELSE {job_table}.crashes + 1 END")
+    due = (f"SELECT id FROM {job_table} WHERE state = %s AND next_attempt_at <= %s"  # noqa: S608
            " AND (lease_expires_at IS NULL OR lease_expires_at <= %s)"
            " ORDER BY next_attempt_at, id LIMIT %s")
     due_params: list[Any] = [DeliveryJob.State.QUEUED, at, at, limit]
     lease_params: list[Any] = [worker_id, until, at]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            returning = ", ".join(f"{table}.{column}" for column in CLAIMED_FIELDS)
+            returning = ", ".join(f"{job_table}.{column}" for column in CLAIMED_FIELDS)
             cursor.execute(
-                f"WITH due AS ({due} FOR UPDATE SKIP LOCKED) UPDATE {table}"  # noqa: S608
-                f" SET {lease_and_count} FROM due WHERE {table}.id = due.id"
+                f"WITH due AS ({due} FOR UPDATE SKIP LOCKED) UPDATE {job_table}"  # noqa: S608
+                f" SET {lease_and_count} FROM due WHERE {job_table}.id = due.id"
                 f" RETURNING {returning}", due_params + lease_params)
         else:
-            cursor.execute(f"UPDATE {table} SET {lease_and_count}"  # noqa: S608
+            cursor.execute(f"UPDATE {job_table} SET {lease_and_count}"  # noqa: S608
                            f" WHERE id IN ({due})", lease_params + due_params)
-            cursor.execute(f"SELECT {', '.join(CLAIMED_FIELDS)} FROM {table}"  # noqa: S608
+            cursor.execute(f"SELECT {', '.join(CLAIMED_FIELDS)} FROM {job_table}"  # noqa: S608
                            ' WHERE "leased_by" = %s AND lease_expires_at = %s AND state = %s',
                            [worker_id, until, DeliveryJob.State.QUEUED])
         rows = cursor.fetchall()
@@ -58,19 +59,17 @@ def messages_to_send(ids: list[int]) -> dict[int, tuple[Any, ...]]:
     """id -> (id, queue_id, kind, mail_from, content) of the claimed jobs' messages."""
     if not ids:
         return {}
-    table = connection.ops.quote_name(QueuedMessage._meta.db_table)
-    placeholders = ", ".join(["%s"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute("SELECT id, queue_id, kind, mail_from, content"  # noqa: S608
-                       f" FROM {table} WHERE id IN ({placeholders})", ids)
+                       f" FROM {table(QueuedMessage)} WHERE id IN ({placeholders(ids)})", ids)
         return {row[0]: row for row in cursor.fetchall()}
 
 
 def active_domains() -> set[str]:
     """Our alias domains: a message from one of them is signed with its name."""
-    table = connection.ops.quote_name(Domain._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT name FROM {table} WHERE active = %s", [True])  # noqa: S608
+        cursor.execute(f"SELECT name FROM {table(Domain)} WHERE active = %s",  # noqa: S608
+                       [True])
         return {name for (name,) in cursor.fetchall()}
 
 
@@ -79,17 +78,16 @@ def lock_for_results(message_ids: list[int], job_ids: list[int], worker_id: str
     """Lock the messages, then the jobs still leased to `worker_id`, each in id order (as the
     one-at-a-time path locks them). Returns the messages, and the leased jobs' domains."""
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    message_table = connection.ops.quote_name(QueuedMessage._meta.db_table)
-    job_table = connection.ops.quote_name(DeliveryJob._meta.db_table)
+    message_table, job_table = table(QueuedMessage), table(DeliveryJob)
     message_fields = ["id", "queue_id", "kind", "mail_from", "alias_id"]
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join(message_fields)} FROM {message_table}"  # noqa: S608
-                       f" WHERE id IN ({_placeholders(message_ids)}) ORDER BY id{for_update}",
+                       f" WHERE id IN ({placeholders(message_ids)}) ORDER BY id{for_update}",
                        message_ids)
         messages = {row[0]: QueuedMessage.from_db(connection.alias, message_fields, row)
                     for row in cursor.fetchall()}
         cursor.execute(f"SELECT id, domain FROM {job_table}"  # noqa: S608
-                       f" WHERE id IN ({_placeholders(job_ids)}) AND leased_by = %s"
+                       f" WHERE id IN ({placeholders(job_ids)}) AND leased_by = %s"
                        f" AND state = %s ORDER BY id{for_update}",
                        [*job_ids, worker_id, DeliveryJob.State.QUEUED])
         return messages, dict(cursor.fetchall())
@@ -97,14 +95,14 @@ def lock_for_results(message_ids: list[int], job_ids: list[int], worker_id: str
 
 def mark_delivered(delivered: dict[tuple[str, bool], list[int]], now: datetime) -> None:
     """Finish the jobs delivered to each (remote, tls): one UPDATE per destination."""
-    table = connection.ops.quote_name(DeliveryJob._meta.db_table)
+    job_table = table(DeliveryJob)
     finished = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         for (remote, tls), ids in delivered.items():
             cursor.execute(
-                f"UPDATE {table} SET attempts = attempts + 1, delivered_to = %s, tls = %s,"  # noqa: S608
+                f"UPDATE {job_table} SET attempts = attempts + 1, delivered_to = %s, tls = %s,"  # noqa: S608
                 " last_error = '', state = %s, finished_at = %s, lease_expires_at = NULL,"
-                f" leased_by = '' WHERE id IN ({_placeholders(ids)})",
+                f" leased_by = '' WHERE id IN ({placeholders(ids)})",
                 [remote, tls, DeliveryJob.State.DELIVERED, finished, *ids])
 
 
@@ -112,16 +110,11 @@ def drop_finished_content(message_ids: list[int]) -> None:
     """Forwarded mail is not kept: the content goes once no job of the message waits."""
     if not message_ids:
         return
-    message_table = connection.ops.quote_name(QueuedMessage._meta.db_table)
-    job_table = connection.ops.quote_name(DeliveryJob._meta.db_table)
+    message_table, job_table = table(QueuedMessage), table(DeliveryJob)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {message_table} SET content = NULL"  # noqa: S608
-            f" WHERE id IN ({_placeholders(message_ids)}) AND content IS NOT NULL"
+            f" WHERE id IN ({placeholders(message_ids)}) AND content IS NOT NULL"
             f" AND NOT EXISTS (SELECT 1 FROM {job_table} j"
             f" WHERE j.message_id = {message_table}.id AND j.state = %s)",
             [*message_ids, DeliveryJob.State.QUEUED])
-
-
-def _placeholders(values: list[Any]) -> str:
-    return ", ".join(["%s"] * len(values)) or "NULL"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from django.db import connection, models
 
+from mailcloak.mail.sql import placeholders, table
+
 
 def insert(objs: Sequence[models.Model], *, set_ids: bool = True) -> None:
     """INSERT the unsaved instances `objs`, all of one model, in one statement; with
@@ -22,13 +24,12 @@ def insert(objs: Sequence[models.Model], *, set_ids: bool = True) -> None:
         return
     meta = objs[0]._meta
     fields = [field for field in meta.concrete_fields if not field.primary_key]
-    table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    row = f"({placeholders(fields)})"
     pk = connection.ops.quote_name(meta.pk.column) if meta.pk else "id"
     values = [[field.get_db_prep_save(field.pre_save(obj, True), connection)
                for field in fields] for obj in objs]
-    sql = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 (names from the model)
+    sql = f"INSERT INTO {table(type(objs[0]))} ({columns}) VALUES "  # noqa: S608
     with connection.cursor() as cursor:
         if not set_ids:
             cursor.execute(sql + ", ".join([row] * len(objs)),
