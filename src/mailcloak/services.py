@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail import eventloop
 from mailcloak.observability.logsetup import configure_logging
 
 log = logging.getLogger("mailcloak.services")
@@ -46,7 +47,7 @@ async def _serve_smtp(stop: asyncio.Event) -> None:
     config = mailcloak_settings.get()
     listen = config.smtp_listen
     server = await start_smtp_server(config, host=listen.host, port=listen.port)
-    log.info("SMTP server on %s", listen)
+    log.info("SMTP server on %s (%s event loop)", listen, eventloop.running_loop_name())
     try:
         await stop.wait()
     finally:
@@ -95,4 +96,4 @@ def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) 
         from mailcloak.project.database import migrate_database
 
         migrate_database()
-    return asyncio.run(_main(web, smtp, worker))
+    return eventloop.run(_main(web, smtp, worker))

@@ -347,6 +347,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Most simultaneous connections to one destination domain per worker process."),
     Setting("SMTP_PROCESSES", "1", parse_int,
             "SMTP server processes sharing the port (SO_REUSEPORT) for `mailcloak smtpd`."),
+    Setting("EVENT_LOOP", "uvloop", parse_choice("uvloop", "asyncio"),
+            "Event loop of the SMTP server, the delivery workers and `mailcloak run`: `uvloop` "
+            "(faster; asyncio's own loop where uvloop is not installed) or `asyncio`."),
     Setting("SENDER_NAME_FORMAT", "{name} ({address}) via Mailcloak", parse_name_format,
             "Display name of forwarded mail's From; `{name}` and `{address}` are the original "
             "sender's."),

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail.eventloop import loop_factory
 from mailcloak.mail.smtpd import ServerOptions, SmtpServer
 
 
@@ -35,7 +36,8 @@ class RunningServer:
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or test_options()
-        self.loop = asyncio.new_event_loop()
+        # The loop `mailcloak smtpd` would run on (MAILCLOAK_EVENT_LOOP).
+        self.loop = loop_factory(mailcloak_settings.get().event_loop)()
         self.server = SmtpServer(self.options)
         self._thread = threading.Thread(target=self.loop.run_forever, name="smtpd-test",
                                         daemon=True)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from django.db import DatabaseError, connections
 
+from mailcloak.mail import eventloop
 from mailcloak.mail.intake import describe
 from mailcloak.mail.smtpd import ServerOptions, start_smtp_server
 from mailcloak.settings import Config, ConfigError
@@ -43,7 +44,8 @@ def serve(config: Config) -> int:
     connections.close_all()  # no connection may be shared with the processes forked below
     processes = max(1, config.smtp_processes)
     if processes == 1:
-        return asyncio.run(_serve_until_stopped(config, reuse_port=False))
+        return eventloop.run(_serve_until_stopped(config, reuse_port=False),
+                             kind=config.event_loop)
     _check_can_listen(config)
     return _supervise(processes)
 
@@ -59,7 +61,8 @@ async def _serve_until_stopped(config: Config, *, reuse_port: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("SMTP server on %s (process %d)", listen, os.getpid())
+    log.info("SMTP server on %s (%s event loop, process %d)", listen,
+             eventloop.running_loop_name(), os.getpid())
     await stop.wait()
     await server.stop()
     log.info("SMTP server on %s stopped (process %d)", listen, os.getpid())
@@ -130,7 +133,9 @@ def _child_main() -> None:
     from mailcloak import settings as mailcloak_settings
 
     try:
-        code = asyncio.run(_serve_until_stopped(mailcloak_settings.get(), reuse_port=True))
+        config = mailcloak_settings.get()
+        code = eventloop.run(_serve_until_stopped(config, reuse_port=True),
+                             kind=config.event_loop)
     except (ListenError, ConfigError) as exc:
         log.error("%s", exc)
         code = 1

@@ -32,6 +32,7 @@ from django.db import Error as DatabaseError
 from django.db import connections, transaction
 
 from mailcloak import settings as mailcloak_settings
+from mailcloak.mail import eventloop
 from mailcloak.mail.dbhealth import close_stale_connections
 from mailcloak.mail.deliver import (
     Deliverer,
@@ -354,7 +355,8 @@ async def run_worker(stop: asyncio.Event, *, worker_id: str | None = None,
     """Deliver queued mail until `stop` is set."""
     worker_id = worker_id or new_worker_id()
     workers = max(1, mailcloak_settings.get().delivery_workers)
-    log.info("delivery worker %s started", worker_id)
+    log.info("delivery worker %s started (%s event loop)", worker_id,
+             eventloop.running_loop_name())
     async with Deliverer(options) as deliverer:
         loop = _WorkerLoop(stop, worker_id, deliverer, capacity=workers * 2)
         registration = (asyncio.get_running_loop(), loop.wakeup)
@@ -382,5 +384,5 @@ def serve() -> int:
 
         await asyncio.gather(run_worker(stop), run_maintenance(stop))
 
-    asyncio.run(main())
+    eventloop.run(main())
     return 0

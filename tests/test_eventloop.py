@@ -1,0 +1,237 @@
+"""MAILCLOAK_EVENT_LOOP: the SMTP server, the delivery worker and `mailcloak run` run on uvloop
+by default and on asyncio's own loop when asked, with STARTTLS both ways, signals and the
+database threads working on either."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+import uvloop
+
+from mailcloak import settings as mailcloak_settings
+from mailcloak.aliases.models import Alias
+from mailcloak.mail import dns as mail_dns
+from mailcloak.mail import eventloop
+from mailcloak.mail.deliver import DeliveryOptions
+from mailcloak.mail.models import DeliveryJob
+from mailcloak.mail.smtpd import start_smtp_server
+from mailcloak.mail.worker import run_worker
+from mailcloak.settings import ConfigError
+from tests.support.dns_server import DnsServer
+from tests.support.sink import SmtpSink, tls_server_context
+
+MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
+MESSAGE = (b"From: Jane <jane@sender.test>\r\nTo: {alias}\r\nSubject: over TLS\r\n"
+           b"Message-ID: <loop-1@sender.test>\r\n\r\nsecret-body\r\n")
+
+
+def loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+# --- choosing the loop ------------------------------------------------------------------------
+
+
+def test_uvloop_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILCLOAK_EVENT_LOOP", raising=False)
+    mailcloak_settings.reset()
+
+    async def which() -> tuple[str, str]:
+        return eventloop.running_loop_name(), loop_module()
+
+    assert eventloop.run(which()) == ("uvloop", "uvloop")
+
+
+def test_asyncio_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILCLOAK_EVENT_LOOP", "asyncio")
+    mailcloak_settings.reset()
+
+    async def which() -> tuple[str, str]:
+        return eventloop.running_loop_name(), loop_module()
+
+    assert eventloop.run(which()) == ("asyncio", "asyncio")
+
+
+def test_asyncio_where_uvloop_is_not_installed(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "mailcloak.eventloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    assert eventloop.loop_factory("uvloop") is asyncio.new_event_loop
+    assert "uvloop is not installed" in caplog.text
+    monkeypatch.undo()
+    assert eventloop.loop_factory("uvloop") is uvloop.new_event_loop
+
+
+def test_an_unknown_loop_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"MAILCLOAK_EVENT_LOOP='trio': expected one of "
+                                          r"uvloop, asyncio"):
+        mailcloak_settings.load(dict(os.environ, MAILCLOAK_EVENT_LOOP="trio"))
+
+
+# --- in one process: SMTP in over STARTTLS, out over STARTTLS, on the chosen loop -------------
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_config(ca: trustme.CA, tmp_path: Path,
+               lenient_spam_thresholds: None) -> mailcloak_settings.Config:
+    issued = ca.issue_cert("mail.alias.test", "127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return mailcloak_settings.load(dict(os.environ, MAILCLOAK_TLS_CERT=str(cert),
+                                        MAILCLOAK_TLS_KEY=str(key)))
+
+
+@pytest.fixture
+def mailbox_mx() -> Iterator[SmtpSink]:
+    """The owner's MX on 127.0.0.3, offering STARTTLS, found through a loopback DNS server."""
+    with SmtpSink("127.0.0.3", tls=tls_server_context("mx.mailbox.test")) as sink, \
+            DnsServer() as dns_server:
+        dns_server.add("mailbox.test", "MX", "10 mx.mailbox.test.")
+        dns_server.add("mx.mailbox.test", "A", "127.0.0.3")
+        with mail_dns.use_resolver(dns_server.resolver()):
+            yield sink
+
+
+def send_over_starttls(port: int, ca: trustme.CA, alias: Alias) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.test")
+        assert client.starttls(context=context)[0] == 220
+        assert client.sock.getpeercert()["subjectAltName"][0] == ("DNS", "mail.alias.test")
+        client.sendmail("jane@sender.test", [alias.address],
+                        MESSAGE.replace(b"{alias}", alias.address.encode()))
+
+
+async def forward_once(config: mailcloak_settings.Config, ca: trustme.CA, alias: Alias,
+                       sink: SmtpSink) -> str:
+    """Start the server and a worker on the running loop, send one message through them;
+    returns the loop's module."""
+    server = await start_smtp_server(config, host="127.0.0.1", port=0)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(stop, options=DeliveryOptions(mx_port=sink.port)))
+    try:
+        await asyncio.to_thread(send_over_starttls, server.port, ca, alias)
+        delivered = await asyncio.to_thread(
+            sink.wait_for, lambda s: len(s.messages) == 1, timeout=15)
+        assert delivered, "nothing delivered"
+    finally:
+        stop.set()
+        await worker
+        await server.stop()
+    return loop_module()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_forwarding_over_starttls_both_ways(kind: str, tls_config: mailcloak_settings.Config,
+                                            ca: trustme.CA, alias: Alias,
+                                            mailbox_mx: SmtpSink) -> None:
+    assert eventloop.run(forward_once(tls_config, ca, alias, mailbox_mx), kind=kind) == kind
+    [received] = mailbox_mx.messages
+    assert received.tls and received.rcpt_tos == ["owner@mailbox.test"]
+    assert received.content.endswith(b"secret-body\r\n")
+    assert DeliveryJob.objects.get().state == DeliveryJob.State.DELIVERED
+
+
+# --- the commands as an operator runs them ----------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def mailcloak(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([MAILCLOAK, *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def started(env: dict[str, str], command: str) -> Iterator[subprocess.Popen[str]]:
+    """`mailcloak COMMAND` in its own process group, which is killed whatever happens."""
+    process = subprocess.Popen([MAILCLOAK, command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def send_when_listening(port: int, server: subprocess.Popen[str], alias: str) -> None:
+    """Send one message over STARTTLS (local mode's self-signed certificate) once the server
+    answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.1)
+    with client:
+        client.ehlo("client.test")
+        assert client.starttls(context=ssl._create_unverified_context())[0] == 220
+        client.sendmail("jane@sender.test", [alias],
+                        MESSAGE.replace(b"{alias}", alias.encode()))
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, log = process.communicate(timeout=60)
+    assert process.returncode == 0, log
+    return log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_smtpd_and_worker_processes_run_on_the_configured_loop(kind: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k != "DJANGO_SETTINGS_MODULE" and (not k.startswith("MAILCLOAK_")
+                                                  or k == "MAILCLOAK_DNS_SERVERS")}
+    with SmtpSink("127.0.0.3", tls=tls_server_context("mx.mailbox.test")) as sink:
+        env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
+                   MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{port}", MAILCLOAK_SMTP_PROCESSES="2",
+                   MAILCLOAK_TRANSPORTS=f"mailbox.test=[127.0.0.3]:{sink.port}",
+                   MAILCLOAK_SPAM_QUARANTINE_SCORE="1000", MAILCLOAK_SPAM_REJECT_SCORE="2000",
+                   MAILCLOAK_EVENT_LOOP=kind)
+        mailcloak(env, "migrate")
+        mailcloak(env, "user", "add", "owner@mailbox.test")
+        alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
+        with started(env, "smtpd") as smtpd, started(env, "worker") as worker:
+            send_when_listening(port, smtpd, alias)
+            assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=30), "nothing delivered"
+            smtpd_log, worker_log = stop(smtpd), stop(worker)
+    assert sink.messages[0].tls
+    running = [line for line in smtpd_log.splitlines() if f"({kind} event loop, process" in line]
+    assert len(running) == 2, smtpd_log  # both server processes
+    assert smtpd_log.count("stopped (process") == 2
+    assert f"started ({kind} event loop)" in worker_log and "stopped" in worker_log
+    assert "secret-body" not in smtpd_log + worker_log
