@@ -8,34 +8,53 @@ message at hand, and not at all while nothing has been learned.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 
 from mailcloak.spamdata.models import LearnedMessage, LearnedToken
 
+if TYPE_CHECKING:
+    from mailcloak.mail.spam.builtin import LearnedCounts
+
 TOTALS_TTL = 30.0  # seconds a process trusts its count of learned messages
 LOOKUP_BATCH = 900  # ids per query: below SQLite's oldest limit on variables
 
 
 class DatabaseStore:
-    def __init__(self) -> None:
-        self._totals: tuple[int, int] | None = None
-        self._totals_at = 0.0
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # (spam, ham) learned messages and when they were counted, in one attribute: the
+        # event loop reads it (lookup_in_memory) while a database thread may replace it.
+        self._counted: tuple[tuple[int, int], float] | None = None
+
+    def _fresh_totals(self) -> tuple[int, int] | None:
+        counted = self._counted
+        if counted is None or self._clock() - counted[1] > TOTALS_TTL:
+            return None
+        return counted[0]
 
     def totals(self) -> tuple[int, int]:
         """How many spam and ham messages were learned (cached for TOTALS_TTL)."""
-        now = time.monotonic()
-        if self._totals is None or now - self._totals_at > TOTALS_TTL:
+        totals = self._fresh_totals()
+        if totals is None:
+            now = self._clock()
             counts = LearnedMessage.objects.aggregate(
                 spam=Count("id", filter=Q(is_spam=True)), ham=Count("id", filter=Q(is_spam=False)))
-            self._totals = (counts["spam"] or 0, counts["ham"] or 0)
-            self._totals_at = now
-        return self._totals
+            totals = (counts["spam"] or 0, counts["ham"] or 0)
+            self._counted = (totals, now)
+        return totals
 
-    def lookup(self, token_ids: Sequence[int]
-               ) -> tuple[Mapping[int, tuple[int, int]], tuple[int, int]]:
+    def lookup_in_memory(self, token_ids: Sequence[int]) -> LearnedCounts | None:
+        """What `lookup` would answer, when that needs no query: nothing learned, as counted
+        less than TOTALS_TTL ago. None: call `lookup` from a thread that may use the database
+        (scans then skip the hop to that thread for as long as nothing is learned)."""
+        totals = self._fresh_totals()
+        return ({}, totals) if totals == (0, 0) else None
+
+    def lookup(self, token_ids: Sequence[int]) -> LearnedCounts:
         totals = self.totals()
         if totals == (0, 0):
             return {}, totals
@@ -56,7 +75,7 @@ class DatabaseStore:
         except IntegrityError:  # another node learned the same message at the same moment
             with transaction.atomic():
                 self._learn(unique, is_spam=is_spam, digest=digest)
-        self._totals = None
+        self._counted = None
 
     def _learn(self, unique: list[int], *, is_spam: bool, digest: str) -> None:
         previous = LearnedMessage.objects.select_for_update().filter(digest=digest).first()
@@ -82,4 +101,4 @@ class DatabaseStore:
         with transaction.atomic():
             LearnedToken.objects.all().delete()
             LearnedMessage.objects.all().delete()
-        self._totals = None
+        self._counted = None

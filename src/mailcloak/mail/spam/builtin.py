@@ -51,6 +51,11 @@ class LearnedStore(Protocol):
         """Counts of these tokens ({token: (spam, ham)}) and of messages (spam, ham)."""
         ...
 
+    def lookup_in_memory(self, token_ids: Sequence[int]) -> LearnedCounts | None:
+        """What `lookup` would answer, when this process knows it without the database;
+        None when it takes a query (scans then run `lookup` in a database thread)."""
+        ...
+
     def learn(self, token_ids: Sequence[int], *, is_spam: bool, digest: str) -> None:
         """Count one message; learning a message again with the other label moves it."""
         ...
@@ -68,6 +73,9 @@ class MemoryStore:
         if totals == (0, 0):
             return {}, totals
         return {token: self.counts.get(token) for token in token_ids}, totals
+
+    def lookup_in_memory(self, token_ids: Sequence[int]) -> LearnedCounts | None:
+        return self.lookup(token_ids)
 
     def learn(self, token_ids: Sequence[int], *, is_spam: bool, digest: str) -> None:
         previous = self.labels.get(digest)
@@ -128,9 +136,8 @@ class BuiltinEngine:
             return forced
         with _unavailable_on_failure():
             analysis = await asyncio.to_thread(self.analyse, request)
-            if isinstance(self.store, MemoryStore):
-                learned = self._lookup(analysis.token_ids)
-            else:
+            learned = self.store.lookup_in_memory(analysis.token_ids)
+            if learned is None:
                 learned = await _in_database_thread(self._lookup, analysis.token_ids)
             return self.decide(request, analysis, thresholds, learned)
 
