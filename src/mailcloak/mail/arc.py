@@ -185,7 +185,8 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
     authserv_id = _authserv_id(auth_results.encode()).decode()
     if not as_domain(authserv_id):
         raise SealError(f"the authserv-id {authserv_id!r} is not a host name")
-    chain_present = any(ParsedMessage.parse(content).has(name) for name in ARC_FIELDS)
+    parsed = ParsedMessage.parse(content)  # once, not once per field name
+    chain_present = any(parsed.has(name) for name in ARC_FIELDS)
     results = _results_to_seal(auth_results, chain_present=chain_present)
     message = without_own_results(content, authserv_id)
     stamped = b"Authentication-Results: " + results.encode() + linesep + message
