@@ -4,8 +4,10 @@ the classifier's probability and the rules' hits become points.
 The calibration is learned from the training messages only, each scored by a model that did
 not learn it (an inner cross validation): a small logistic model weighs the text evidence and
 each rule (rules keep their own points unless the data says otherwise; a rule that never hits
-keeps them as they are), and its decision point is set where at most CALIBRATION_FP of the
-training ham would be blocked. That point becomes the normal quarantine threshold.
+keeps them as they are). Its decision point, which becomes the normal quarantine threshold,
+is a fixed spam probability of that model (DECISION_LOG_ODDS) rather than a share of the
+training ham: such a share rests on the dozen highest-scoring ham messages, and moved with
+them from one training set to the next.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from mailcloak.mail.spam.corpus import (
 )
 
 INNER_FOLDS = 5
-CALIBRATION_FP = 0.0045     # share of training ham the decision point may block
+DECISION_LOG_ODDS = 0.8     # block at calibrated spam odds of e**0.8, about 2.2 to 1
 CALIBRATION_SCALE = 2.0     # points per unit of log-odds
 PRIOR_STRENGTH = 5.0        # how many messages' worth of trust the rules' own points get
 ITERATIONS = 300
@@ -88,7 +90,7 @@ def fit_calibration(probabilities: Sequence[float],
                     labels: Sequence[bool]) -> Calibration:
     """A logistic model of the label from the text evidence and the rules' points, with
     rule weights pulled towards their own points and never negative (rules are signs of
-    spam by design), then its decision point at CALIBRATION_FP of the ham."""
+    spam by design), deciding at DECISION_LOG_ODDS."""
     evidence = [text_evidence(p) for p in probabilities]
     rules = sorted({name for hits in rule_hits for name, _ in hits})
     weights = dict.fromkeys(rules, DEFAULT_RULE_WEIGHT)
@@ -112,12 +114,7 @@ def fit_calibration(probabilities: Sequence[float],
             gradient = gradients[name] + PRIOR_STRENGTH * (weights[name] - DEFAULT_RULE_WEIGHT)
             weights[name] = max(0.0, weights[name] - _adam(moments, name, gradient / count_,
                                                            step))
-    ham_scores = sorted((bias + text_weight * x + sum(weights[n] * p for n, p in hits)
-                         for x, hits, label in zip(evidence, rule_hits, labels, strict=True)
-                         if not label), reverse=True)
-    allowed = int(CALIBRATION_FP * len(ham_scores))
-    cut = ham_scores[allowed] + 1e-3 if allowed < len(ham_scores) else 0.0
-    return Calibration(bias=round(bias, 4), cut=round(cut, 4), scale=CALIBRATION_SCALE,
+    return Calibration(bias=round(bias, 4), cut=DECISION_LOG_ODDS, scale=CALIBRATION_SCALE,
                        text_weight=round(text_weight, 4),
                        rule_weights={name: round(weight, 4) for name, weight in weights.items()})
 
