@@ -32,6 +32,7 @@ from mailcloak.mail.smtpd import start_smtp_server
 from mailcloak.mail.worker import run_worker
 from mailcloak.settings import ConfigError
 from tests.support.dns_server import DnsServer
+from tests.support.processes import wait_for_port
 from tests.support.sink import SmtpSink, tls_server_context
 
 MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
@@ -237,3 +238,31 @@ def test_smtpd_and_worker_processes_run_on_the_configured_loop(kind: str, tmp_pa
     assert smtpd_log.count("stopped (process") == 2
     assert f"started ({kind} event loop)" in worker_log and "stopped" in worker_log
     assert "secret-body" not in smtpd_log + worker_log
+
+
+@pytest.mark.slow
+def test_mailcloak_run_serves_web_smtp_and_worker_on_uvloop(tmp_path: Path) -> None:
+    smtp_port, web_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
+           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
+    with SmtpSink("127.0.0.3") as sink:
+        env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
+                   MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{smtp_port}",
+                   MAILCLOAK_WEB_LISTEN=f"127.0.0.1:{web_port}",
+                   MAILCLOAK_TRANSPORTS=f"mailbox.test=[127.0.0.3]:{sink.port}",
+                   MAILCLOAK_SPAM_QUARANTINE_SCORE="1000", MAILCLOAK_SPAM_REJECT_SCORE="2000")
+        mailcloak(env, "migrate")
+        mailcloak(env, "user", "add", "owner@mailbox.test")
+        alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
+        with started(env, "run") as running:
+            send_when_listening(smtp_port, running, alias)
+            assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=30), "nothing delivered"
+            wait_for_port("127.0.0.1", web_port)
+            with socket.create_connection(("127.0.0.1", web_port), timeout=10) as web:
+                web.sendall(b"GET /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                assert web.recv(12).startswith(b"HTTP/1.1 ")
+            log = stop(running)
+    assert f"SMTP server on 127.0.0.1:{smtp_port} (uvloop event loop)" in log
+    assert "started (uvloop event loop)" in log  # the delivery worker
+    assert "secret-body" not in log
