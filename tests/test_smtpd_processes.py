@@ -23,8 +23,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def env(tmp_path):
+    # The started servers keep their metrics in their own data directory, not in this run's.
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MAILCLOAK_") and k != "DJANGO_SETTINGS_MODULE"}
+             if not k.startswith("MAILCLOAK_")
+             and k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")}
     clean.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
                  MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{free_port()}", MAILCLOAK_SMTP_PROCESSES="2")
     return clean
