@@ -11,7 +11,7 @@ import dkim
 import pytest
 from dkim.canonicalization import Relaxed
 
-from mailcloak.mail.dkim_fast import MessageSigner, relaxed_body
+from mailcloak.mail.dkim_fast import MessageSigner, parse, relaxed_body
 from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
 from mailcloak.mail.dnsrecords import domain_records
 from mailcloak.mail.sign import SigningError, headers_to_sign, sign_message
@@ -81,6 +81,8 @@ MESSAGES = {
                    + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 60,
     "mbox from line": b"From someone@alias.test Fri Dec  4 10:00:00 2026\r\n" + HEAD
                       + b"\r\nhi\r\n",
+    "starts with a blank line": b"\r\nFrom: a@alias.test\r\n\r\nbody\r\n",
+    "mixed line endings": HEAD + b"\r\nline one\nline two\r\n\n\r\n",
     "no signed header but from": b"From: a@alias.test\r\nX-Other: 1\r\n\r\nbody\r\n",
 }
 DOMAINS = ("alias.test", "Bücher.test.")
@@ -165,9 +167,36 @@ def test_relaxed_body_matches_dkimpy_on_random_whitespace() -> None:
         assert relaxed_body(body) == Relaxed.canonicalize_body(body), body
 
 
+def dkimpy_parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes] | str:
+    try:
+        headers, body = dkim.rfc822_parse(message)
+    except (dkim.MessageFormatError, IndexError):
+        return "refused"
+    return [(name, value) for name, value in headers], body
+
+
+def our_parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes] | str:
+    try:
+        return parse(message)
+    except dkim.MessageFormatError:
+        return "refused"
+
+
+def test_parse_matches_dkimpy_on_random_messages() -> None:
+    pieces = [b"From: a", b"To:b", b"X-Y: c d", b"From x", b"\r\n", b"\n", b"\r", b" ", b"\t",
+              b"body", b":", b"\r\n\r\n", b"\n\n", b"\xc3\xa9"]
+    rng = random.Random(4122026)
+    messages = list(MESSAGES.values()) + [
+        b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(3000)]
+    for message in messages:
+        assert our_parse(message) == dkimpy_parse(message), message
+
+
 def test_a_message_whose_header_does_not_parse_is_refused(keys: tuple[DkimKey, DkimKey]) -> None:
     with pytest.raises(SigningError, match="Unexpected characters"):
         sign_message(b"this is not a header line\r\n\r\nbody\r\n", "alias.test", keys)
+    with pytest.raises(SigningError, match="folded line"):  # dkimpy: IndexError
+        sign_message(b" continued: x\r\nFrom: a@alias.test\r\n\r\nbody\r\n", "alias.test", keys)
 
 
 def test_an_unusable_key_is_a_signing_error(keys: tuple[DkimKey, DkimKey]) -> None:
