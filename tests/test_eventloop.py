@@ -266,3 +266,25 @@ def test_mailcloak_run_serves_web_smtp_and_worker_on_uvloop(tmp_path: Path) -> N
     assert f"SMTP server on 127.0.0.1:{smtp_port} (uvloop event loop)" in log
     assert "started (uvloop event loop)" in log  # the delivery worker
     assert "secret-body" not in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("taken", ["web", "smtp"])
+def test_mailcloak_run_says_which_address_is_taken(taken: str, tmp_path: Path) -> None:
+    smtp_port, web_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
+           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
+    env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
+               MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{smtp_port}",
+               MAILCLOAK_WEB_LISTEN=f"127.0.0.1:{web_port}")
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", web_port if taken == "web" else smtp_port))
+        occupant.listen()
+        done = subprocess.run([MAILCLOAK, "run"], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 1, done.stderr
+    expected = (f"the web app cannot start on 127.0.0.1:{web_port}" if taken == "web"
+                else f"cannot listen on 127.0.0.1:{smtp_port}")
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr and "exception was never retrieved" not in done.stderr

@@ -17,6 +17,10 @@ from mailcloak.observability.logsetup import configure_logging
 log = logging.getLogger("mailcloak.services")
 
 
+class StartError(Exception):
+    """A service cannot start (its address is taken, say); str() is a one-line reason."""
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn sharing the loop with the other services: signals are handled by `_main`."""
 
@@ -36,9 +40,13 @@ def web_config() -> uvicorn.Config:
 
 
 async def _serve_web() -> None:
+    listen = mailcloak_settings.get().web_listen
     server = _EmbeddedServer(web_config())
-    log.info("web app on http://%s", mailcloak_settings.get().web_listen)
-    await server.serve()
+    log.info("web app on http://%s", listen)
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits when it cannot start, after logging why
+        raise StartError(f"the web app cannot start on {listen}") from None
 
 
 async def _serve_smtp(stop: asyncio.Event) -> None:
@@ -46,7 +54,10 @@ async def _serve_smtp(stop: asyncio.Event) -> None:
 
     config = mailcloak_settings.get()
     listen = config.smtp_listen
-    server = await start_smtp_server(config, host=listen.host, port=listen.port)
+    try:
+        server = await start_smtp_server(config, host=listen.host, port=listen.port)
+    except OSError as exc:
+        raise StartError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     log.info("SMTP server on %s (%s event loop)", listen, eventloop.running_loop_name())
     try:
         await stop.wait()
@@ -84,7 +95,11 @@ async def _main(web: bool, smtp: bool, worker: bool) -> int:
     results = await asyncio.gather(*tasks, return_exceptions=True)
     status = 0
     for task, result in zip(tasks, results, strict=True):
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+        if isinstance(result, StartError):
+            log.error("%s", result)
+            status = 1
+        elif isinstance(result, BaseException) and not isinstance(result,
+                                                                  asyncio.CancelledError):
             log.error("%s stopped by an unexpected error", task.get_name(), exc_info=result)
             status = 1
     return status
