@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dkim
 import pytest
@@ -86,6 +87,7 @@ MESSAGES = {
     "no signed header but from": b"From: a@alias.test\r\nX-Other: 1\r\n\r\nbody\r\n",
 }
 DOMAINS = ("alias.test", "Bücher.test.")
+CORPUS = sorted((Path(__file__).parent / "data").glob("**/*.eml"))  # forwarded, replies, spam
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +135,23 @@ def test_same_bytes_as_dkimpy(shape: str, domain: str, keys: tuple[DkimKey, Dkim
     assert ours == dkimpy_signed(content, domain, keys)
     assert ours.count(b"DKIM-Signature: ") == 2
     assert f"t={int(FIXED_TIME)};".encode() in ours
+
+
+@pytest.mark.usefixtures("fixed_time")
+def test_same_bytes_as_dkimpy_on_the_test_corpus(keys: tuple[DkimKey, DkimKey]) -> None:
+    assert len(CORPUS) > 100
+    for path in CORPUS:
+        content = path.read_bytes()
+        for variant in (content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), content):
+            try:
+                expected: bytes | str = dkimpy_signed(variant, "alias.test", keys)
+            except dkim.MessageFormatError:  # a corpus message whose header does not parse
+                expected = "refused"
+            try:
+                ours: bytes | str = sign_message(variant, "alias.test", keys)
+            except SigningError:
+                ours = "refused"
+            assert ours == expected, path.name
 
 
 @pytest.mark.parametrize("shape", MESSAGES)

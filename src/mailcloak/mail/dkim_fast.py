@@ -20,7 +20,6 @@ import functools
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import dkim
 import nacl.encoding
@@ -85,8 +84,8 @@ def _rsa_key(pem: bytes) -> dict[str, int]:
         raise dkim.KeyFormatError(str(exc)) from None
 
 
-def _signature(algorithm: bytes, private_key: bytes, header_hash: Any) -> bytes:
-    """The raw signature of the header hash (a hashlib object)."""
+def _signature(algorithm: bytes, private_key: bytes, header_hash: hashlib._Hash) -> bytes:
+    """The raw signature of the header hash."""
     if algorithm == b"rsa-sha256":
         return rsa_openssl.rsassa_pkcs1_v1_5_sign(header_hash, _rsa_key(private_key))
     if algorithm == b"ed25519-sha256":  # RFC 8463 signs the SHA-256 digest of the headers
@@ -124,7 +123,7 @@ class MessageSigner:
         fields[-1] = (b"b", base64.b64encode(_signature(algorithm, private_key, header_hash)))
         return HEADER_NAME + b": " + _folded(fields, self._linesep, end=self._linesep)
 
-    def _header_hash(self, include: tuple[bytes, ...], unsigned_value: bytes) -> Any:
+    def _header_hash(self, include: tuple[bytes, ...], unsigned_value: bytes) -> hashlib._Hash:
         """SHA-256 over the signed header fields and the signature's own, b= empty
         (dkim.hash_headers, with the selected fields canonicalised once per message)."""
         signed = self._canonical.get(include)
