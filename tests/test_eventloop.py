@@ -5,7 +5,6 @@ database threads working on either."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -32,10 +31,9 @@ from mailcloak.mail.smtpd import start_smtp_server
 from mailcloak.mail.worker import run_worker
 from mailcloak.settings import ConfigError
 from tests.support.dns_server import DnsServer
-from tests.support.processes import wait_for_port
+from tests.support.processes import MAILCLOAK, free_port, mailcloak, started, wait_for_port
 from tests.support.sink import SmtpSink, tls_server_context
 
-MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
 MESSAGE = (b"From: Jane <jane@sender.test>\r\nTo: {alias}\r\nSubject: over TLS\r\n"
            b"Message-ID: <loop-1@sender.test>\r\n\r\nsecret-body\r\n")
 
@@ -158,30 +156,16 @@ def test_forwarding_over_starttls_both_ways(kind: str, tls_config: mailcloak_set
 # --- the commands as an operator runs them ----------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def mailcloak(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([MAILCLOAK, *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
-
-
-@contextlib.contextmanager
-def started(env: dict[str, str], command: str) -> Iterator[subprocess.Popen[str]]:
-    """`mailcloak COMMAND` in its own process group, which is killed whatever happens."""
-    process = subprocess.Popen([MAILCLOAK, command], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+def operator_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of `mailcloak` commands run in `data_dir`: none of this test run's
+    settings, and their own metrics directory (in the data directory), so their sessions do
+    not show in the metrics of the tests running beside this one."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
+           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
+    env.update(MAILCLOAK_DATA_DIR=str(data_dir), MAILCLOAK_DOMAINS="alias.test")
+    env.update({f"MAILCLOAK_{key.upper()}": value for key, value in settings.items()})
+    return env
 
 
 def send_when_listening(port: int, server: subprocess.Popen[str], alias: str) -> None:
@@ -214,17 +198,11 @@ def stop(process: subprocess.Popen[str]) -> str:
 @pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
 def test_smtpd_and_worker_processes_run_on_the_configured_loop(kind: str, tmp_path: Path) -> None:
     port = free_port()
-    # Their own metrics directory (in the data directory): sessions of these processes must not
-    # show in the metrics of the tests running beside this one.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
-           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
     with SmtpSink("127.0.0.3", tls=tls_server_context("mx.mailbox.test")) as sink:
-        env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
-                   MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{port}", MAILCLOAK_SMTP_PROCESSES="2",
-                   MAILCLOAK_TRANSPORTS=f"mailbox.test=[127.0.0.3]:{sink.port}",
-                   MAILCLOAK_SPAM_QUARANTINE_SCORE="1000", MAILCLOAK_SPAM_REJECT_SCORE="2000",
-                   MAILCLOAK_EVENT_LOOP=kind)
+        env = operator_env(tmp_path, smtp_listen=f"127.0.0.1:{port}", smtp_processes="2",
+                           transports=f"mailbox.test=[127.0.0.3]:{sink.port}",
+                           spam_quarantine_score="1000", spam_reject_score="2000",
+                           event_loop=kind)
         mailcloak(env, "migrate")
         mailcloak(env, "user", "add", "owner@mailbox.test")
         alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
@@ -243,15 +221,11 @@ def test_smtpd_and_worker_processes_run_on_the_configured_loop(kind: str, tmp_pa
 @pytest.mark.slow
 def test_mailcloak_run_serves_web_smtp_and_worker_on_uvloop(tmp_path: Path) -> None:
     smtp_port, web_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
-           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
     with SmtpSink("127.0.0.3") as sink:
-        env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
-                   MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{smtp_port}",
-                   MAILCLOAK_WEB_LISTEN=f"127.0.0.1:{web_port}",
-                   MAILCLOAK_TRANSPORTS=f"mailbox.test=[127.0.0.3]:{sink.port}",
-                   MAILCLOAK_SPAM_QUARANTINE_SCORE="1000", MAILCLOAK_SPAM_REJECT_SCORE="2000")
+        env = operator_env(tmp_path, smtp_listen=f"127.0.0.1:{smtp_port}",
+                           web_listen=f"127.0.0.1:{web_port}",
+                           transports=f"mailbox.test=[127.0.0.3]:{sink.port}",
+                           spam_quarantine_score="1000", spam_reject_score="2000")
         mailcloak(env, "migrate")
         mailcloak(env, "user", "add", "owner@mailbox.test")
         alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
@@ -272,12 +246,8 @@ def test_mailcloak_run_serves_web_smtp_and_worker_on_uvloop(tmp_path: Path) -> N
 @pytest.mark.parametrize("taken", ["web", "smtp"])
 def test_mailcloak_run_says_which_address_is_taken(taken: str, tmp_path: Path) -> None:
     smtp_port, web_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
-           and (not k.startswith("MAILCLOAK_") or k == "MAILCLOAK_DNS_SERVERS")}
-    env.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
-               MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{smtp_port}",
-               MAILCLOAK_WEB_LISTEN=f"127.0.0.1:{web_port}")
+    env = operator_env(tmp_path, smtp_listen=f"127.0.0.1:{smtp_port}",
+                       web_listen=f"127.0.0.1:{web_port}")
     with socket.socket() as occupant:
         occupant.bind(("127.0.0.1", web_port if taken == "web" else smtp_port))
         occupant.listen()

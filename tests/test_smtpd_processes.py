@@ -1,24 +1,16 @@
 """`mailcloak smtpd` as the operator runs it: several processes sharing the port."""
 
-import contextlib
 import os
 import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-MAILCLOAK = str(Path(sys.executable).with_name("mailcloak"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.processes import MAILCLOAK, free_port, mailcloak, started
 
 
 @pytest.fixture
@@ -30,26 +22,6 @@ def env(tmp_path):
     clean.update(MAILCLOAK_DATA_DIR=str(tmp_path), MAILCLOAK_DOMAINS="alias.test",
                  MAILCLOAK_SMTP_LISTEN=f"127.0.0.1:{free_port()}", MAILCLOAK_SMTP_PROCESSES="2")
     return clean
-
-
-def mailcloak(env, *args):
-    done = subprocess.run([MAILCLOAK, *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
-
-
-@contextlib.contextmanager
-def smtpd(env):
-    """`mailcloak smtpd` in its own process group, which is killed whatever happens."""
-    server = subprocess.Popen([MAILCLOAK, "smtpd"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.communicate()
 
 
 def wait_for_greeting(port: int, process: subprocess.Popen) -> None:
@@ -71,7 +43,7 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
     mailcloak(env, "user", "add", "owner@mailbox.test")
     alias = mailcloak(env, "alias", "add", "owner@mailbox.test")
     port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
-    with smtpd(env) as server:
+    with started(env, "smtpd") as server:
         wait_for_greeting(port, server)
         for n in range(4):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -84,9 +56,9 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=60)
     assert server.returncode == 0, log
-    started = [line for line in log.splitlines() if "SMTP server on" in line
-               and "stopped" not in line]
-    assert len(started) == 2 and len({line.rsplit(" ", 1)[1] for line in started}) == 2
+    listening = [line for line in log.splitlines() if "SMTP server on" in line
+                 and "stopped" not in line]
+    assert len(listening) == 2 and len({line.rsplit(" ", 1)[1] for line in listening}) == 2
     assert log.count("stopped") == 2
     assert log.count(" reply=250 status=2.0.0 ") == 4
     assert "secret-body" not in log and "walrus" not in log
@@ -96,7 +68,7 @@ def test_processes_share_the_port_and_stop_on_sigterm(env):
 def test_a_dead_process_stops_the_others(env):
     mailcloak(env, "migrate")
     port = int(env["MAILCLOAK_SMTP_LISTEN"].rsplit(":", 1)[1])
-    with smtpd(env) as server:
+    with started(env, "smtpd") as server:
         wait_for_greeting(port, server)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) == 2

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +37,27 @@ def wait_for_port(host: str, port: int, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+def mailcloak(env: dict[str, str], *args: str) -> str:
+    """Run `mailcloak ARGS` to completion; its last line of output."""
+    done = subprocess.run([MAILCLOAK, *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def started(env: dict[str, str], command: str) -> Iterator[subprocess.Popen[str]]:
+    """`mailcloak COMMAND` in its own process group, which is killed whatever happens."""
+    process = subprocess.Popen([MAILCLOAK, command], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
 
 
 @contextmanager
