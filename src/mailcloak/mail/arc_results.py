@@ -40,7 +40,8 @@ def parse(field: str) -> authres.core.AuthenticationResultsHeader:
     results = []
     for text in plain.group(2)[2:].split("; "):  # no ";" inside tokens and comments
         one = _ONE_RESULT.fullmatch(text)
-        assert one is not None  # _FIELD matched it
+        if one is None:  # cannot happen once _FIELD matched; authres decides if it does
+            return authres.AuthenticationResultsHeader.parse(field)
         method, result, after_comment = one.groups()[:3]
         properties = [authres.core.AuthenticationResultProperty(*found)
                       for found in _PROPERTIES.findall(after_comment)]
