@@ -12,7 +12,8 @@ import dkim
 import pytest
 from dkim.canonicalization import Relaxed
 
-from mailcloak.mail.dkim_fast import MessageSigner, parse, relaxed_body
+from mailcloak.mail import dkim_fast
+from mailcloak.mail.dkim_fast import MessageSigner, parse, relaxed_body, relaxed_headers
 from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
 from mailcloak.mail.dnsrecords import domain_records
 from mailcloak.mail.sign import SigningError, headers_to_sign, sign_message
@@ -111,6 +112,15 @@ def fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time", lambda: FIXED_TIME)
 
 
+@pytest.fixture(autouse=True)
+def dkimpy_canonicalisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dkimpy as it ships, for the reference signatures: install() (done when the ARC module
+    is imported) gives it our canonicalisation, which must not be compared with itself."""
+    monkeypatch.setattr(Relaxed, "canonicalize_headers",
+                        staticmethod(dkim_fast.DKIMPY_RELAXED_HEADERS))
+    monkeypatch.setattr(Relaxed, "canonicalize_body", staticmethod(dkim_fast.DKIMPY_RELAXED_BODY))
+
+
 def dkimpy_signed(content: bytes, domain: str, keys: tuple[DkimKey, ...]) -> bytes:
     """What sign_message produced before MessageSigner: dkimpy's DKIM.sign(), once per key."""
     linesep = b"\r\n" if b"\r\n" in content[:1000] else b"\n"
@@ -183,7 +193,29 @@ def test_relaxed_body_matches_dkimpy_on_random_whitespace() -> None:
     bodies = [b"", b"\r\n", b"\r\n\r\n", b" ", b"\t\r\n"] + [
         b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))) for _ in range(3000)]
     for body in bodies:
-        assert relaxed_body(body) == Relaxed.canonicalize_body(body), body
+        assert relaxed_body(body) == dkim_fast.DKIMPY_RELAXED_BODY(body), body
+
+
+def test_relaxed_headers_match_dkimpy_on_random_fields() -> None:
+    pieces = [b" ", b"  ", b"\t", b" \t ", b"\r\n", b"\r\n ", b"\n\t", b"\r", b"\n", b"a",
+              b"b c", b"\xc3\xa9", b"\x0b", b"\x0c"]
+    names = [b"Subject", b"subject ", b"X-Odd\t", b"FROM"]
+    rng = random.Random(5122026)
+    fields = [(rng.choice(names), b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))))
+              for _ in range(3000)]
+    fields += [(name, value) for name, value in parse(MESSAGES["folded headers"])[0]]
+    for field in fields:
+        assert relaxed_headers([field]) == dkim_fast.DKIMPY_RELAXED_HEADERS([field]), field
+
+
+def test_install_gives_dkimpy_the_same_canonicalisation() -> None:
+    """What dkimpy signs and verifies after install() (its ARC seal, DKIM and ARC checks)."""
+    assert dkim_fast.DKIMPY_RELAXED_BODY is not relaxed_body
+    message = MESSAGES["folded headers"] + WHITESPACE_BODY
+    headers, body = dkim.rfc822_parse(message)
+    expected = (dkim_fast.DKIMPY_RELAXED_HEADERS(headers), dkim_fast.DKIMPY_RELAXED_BODY(body))
+    dkim_fast.install()
+    assert (Relaxed.canonicalize_headers(headers), Relaxed.canonicalize_body(body)) == expected
 
 
 def dkimpy_parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes] | str:

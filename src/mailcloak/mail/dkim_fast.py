@@ -11,6 +11,9 @@ hash follow `DKIM.sign()` and `DomainSigner.gen_header()` of dkimpy 1.1 (relaxed
 only), and reuse its helpers (header parse, fold, header selection, header canonicalisation).
 tests/test_dkim_fast.py signs the same messages both ways and compares the bytes, and checks
 `parse` and `relaxed_body` against dkimpy's own on thousands of random inputs.
+
+`install()` also gives dkimpy itself the faster relaxed canonicalisation (the same bytes), for
+what still goes through it: the ARC seal and every DKIM and ARC verification.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")  # the first empty line, CRLF or LF
 _LINE_END = re.compile(rb"\r?\n")
 
+# dkimpy's own, before install(): the tests compare against them.
+DKIMPY_RELAXED_HEADERS = Relaxed.canonicalize_headers
+DKIMPY_RELAXED_BODY = Relaxed.canonicalize_body
+
 
 def parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """dkim.rfc822_parse(message): the header fields, and the body with CRLF line ends.
@@ -66,6 +73,28 @@ def relaxed_body(body: bytes) -> bytes:
     if b"\t" in body or b"  " in body:
         body = _WSP_RUN.sub(b" ", body)
     return bytes(correct_empty_body(strip_trailing_lines(body)))
+
+
+def relaxed_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """RFC 6376 relaxed header canonicalisation, as dkimpy computes it: name lowercased,
+    value unfolded, WSP runs made one space, stripped. The regular expressions run only on
+    values they would change (dkimpy ran two on every field of every signature)."""
+    canonical = []
+    for name, value in headers:
+        if value.endswith(b"\r\n"):  # the field's own line end, which every parsed value has
+            value = value[:-2]
+        if b"\n" in value:
+            value = _LINE_END.sub(b"", value)
+        if b"\t" in value or b"  " in value:
+            value = _WSP_RUN.sub(b" ", value)
+        canonical.append((name.lower().rstrip(), value.strip() + b"\r\n"))
+    return canonical
+
+
+def install() -> None:
+    """Make dkimpy canonicalise with `relaxed_headers` and `relaxed_body` (same output)."""
+    Relaxed.canonicalize_headers = staticmethod(relaxed_headers)
+    Relaxed.canonicalize_body = staticmethod(relaxed_body)
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,8 +158,8 @@ class MessageSigner:
         signed = self._canonical.get(include)
         if signed is None:
             selected = dkim.select_headers(self.headers, include)
-            signed = self._canonical[include] = Relaxed.canonicalize_headers(selected)
-        own = Relaxed.canonicalize_headers([(HEADER_NAME, b" " + unsigned_value)])
+            signed = self._canonical[include] = relaxed_headers(selected)
+        own = relaxed_headers([(HEADER_NAME, b" " + unsigned_value)])
         digest = hashlib.sha256()
         for name, value in signed + [(name, value.rstrip()) for name, value in own]:
             digest.update(name)
