@@ -9,11 +9,35 @@ field exactly as the ORM prepares them (`get_db_prep_save`), so what is stored i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-from mailcloak.mail.sql import placeholders, table
+from mailcloak.mail.sql import placeholders
+
+
+@dataclass(frozen=True)
+class _Statement:
+    fields: list[models.Field]
+    sql: str  # INSERT INTO table (columns) VALUES
+    row: str  # (%s, %s, ...)
+    pk: str
+
+
+@functools.cache
+def _statement(model: type[models.Model], vendor: str) -> _Statement:
+    """The parts of the model's INSERT, quoted once per process rather than at every row."""
+    ops = connections[DEFAULT_DB_ALIAS].ops
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(ops.quote_name(field.column) for field in fields)
+    table = ops.quote_name(meta.db_table)
+    return _Statement(fields=fields, sql=f"INSERT INTO {table} ({columns}) VALUES ",  # noqa: S608
+                      row=f"({placeholders(fields)})",
+                      pk=ops.quote_name(meta.pk.column) if meta.pk else "id")
 
 
 def insert(objs: Sequence[models.Model], *, set_ids: bool = True) -> None:
@@ -22,14 +46,11 @@ def insert(objs: Sequence[models.Model], *, set_ids: bool = True) -> None:
     return them from a multi-row INSERT)."""
     if not objs:
         return
-    meta = objs[0]._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    row = f"({placeholders(fields)})"
-    pk = connection.ops.quote_name(meta.pk.column) if meta.pk else "id"
+    connection: BaseDatabaseWrapper = connections[DEFAULT_DB_ALIAS]
+    statement = _statement(type(objs[0]), connection.vendor)
+    sql, row, pk = statement.sql, statement.row, statement.pk
     values = [[field.get_db_prep_save(field.pre_save(obj, True), connection)
-               for field in fields] for obj in objs]
-    sql = f"INSERT INTO {table(type(objs[0]))} ({columns}) VALUES "  # noqa: S608
+               for field in statement.fields] for obj in objs]
     with connection.cursor() as cursor:
         if not set_ids:
             cursor.execute(sql + ", ".join([row] * len(objs)),
