@@ -113,6 +113,29 @@ def test_how_links_are_written_becomes_tokens() -> None:
     assert "url:bank.test" not in found  # the user-info part is not where the link leads
 
 
+@pytest.mark.parametrize(("text", "expected", "absent"), [
+    ("Visit WWW.Shop.test/deal today", {"url:shop.test"}, set()),
+    ("Write to sales@shop.test or HTTPS://Shop.test/a", {"email:shop.test", "url:shop.test"},
+     set()),
+    ("See http://lists.test/r/x@mail.shop.test", {"url:lists.test", "email:shop.test"},
+     set()),
+    ("Call 1-800-555-0199 now", {"text:toll-free-number"}, {"text:phone-number"}),
+    ("Call (212) 555-0199 now", {"text:phone-number"}, {"text:toll-free-number"}),
+    # \d matches every script's digits: Arabic-Indic ones are a number too
+    ("Call \u0662\u0661\u0662-\u0665\u0665\u0665-\u0660\u0661\u0669\u0669 now",
+     {"text:phone-number"}, set()),
+    ("No links, no addresses and no numbers here", set(),
+     {"text:phone-number", "text:toll-free-number", "links:elsewhere"}),
+])
+def test_links_addresses_and_numbers_in_the_text(text: str, expected: set[str],
+                                                  absent: set[str]) -> None:
+    raw = "From: a@sender.test\r\nSubject: hello\r\nContent-Type: text/plain; charset=utf-8"
+    found = tokens(parse((raw + f"\r\n\r\n{text}\r\n").encode()))
+    assert expected <= found
+    assert not absent & found
+    assert not {tok for tok in found if "0199" in tok or tok == "shop"}
+
+
 def test_a_subject_padded_to_hide_its_tail_is_a_sign() -> None:
     padded = b"From: a@b.test\r\nSubject: Invites you with open arms          25336\r\n\r\nHi\r\n"
     assert "subject:padded" in tokens(parse(padded))

@@ -37,6 +37,7 @@ _EMOJI = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
 _DIGITS = re.compile(r"\d+")
+_DIGIT = re.compile(r"\d")
 _MONEY = re.compile(r"^[$€£¥]\d|^\d[\d,.]*[$€£¥]$")
 _PERCENT = re.compile(r"^\d[\d,.]*%$")
 _EDGE_PUNCTUATION = ("\"'`.,;:?()[]{}<>*_=+/\\|~^#&"
@@ -50,6 +51,7 @@ _SUBJECT_TAIL_NUMBER = re.compile(r"\s\d{4,}\s*$|\s[a-zA-Z]{2,4}\d+[a-zA-Z]*\s*$
 _SUBJECT_PADDING = re.compile(r"\S[ \t]{4,}\S|\.{6,}|\S[ \t]{8,}$")
 _WORD_SPLIT = re.compile(r"[\s,;()\[\]{}<>\"|]+")  # "addresses,and" is two words
 _TOLL_FREE = re.compile(r"\b1?[-. (]*8(?:00|88|77|66|55|44)[-. )]*\d{3}[-. ]*\d{4}\b")
+_TOLL_FREE_PREFIX = re.compile(r"8(?:00|88|77|66|55|44)")  # a literal start: a fast search
 _PHONE = re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)", re.IGNORECASE)
@@ -168,10 +170,18 @@ def _text_signs(text: str, found: set[str]) -> None:
         capitals = sum(word.isupper() and len(word) > 2 for word in words)
         if capitals * 4 > len(words):
             found.add("text:shouting")
-    if _TOLL_FREE.search(text):
+    if not _has_digit(text):  # the numbers' expressions are slow to find nothing
+        return
+    if _TOLL_FREE_PREFIX.search(text) and _TOLL_FREE.search(text):
         found.add("text:toll-free-number")
     elif _PHONE.search(text):
         found.add("text:phone-number")
+
+
+def _has_digit(text: str) -> bool:
+    if text.isascii():
+        return any(digit in text for digit in "0123456789")
+    return _DIGIT.search(text) is not None  # any script's digits, as \d matches them
 
 
 def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
@@ -263,19 +273,28 @@ def _shape(value: str) -> str:
 def _address_tokens(text: str, masked: Container[str], found: set[str]) -> tuple[str, int]:
     """Tokens for the domains of links and addresses written in the text. Returns the text
     without them (their paths and local parts are noise as words) and the number of links."""
-    links = 0
-    for match in _URL.finditer(text):
-        url = match.group(0).rstrip(_EDGE_PUNCTUATION)
-        _domain_token("url", url_host(url), masked, found)
-        _url_path_tokens(url, found)
-        links += 1
-    for match in _EMAIL.finditer(text):
-        domain = match.group(1).lower()
-        _domain_token("email", domain, masked, found)
-        local = match.group(0).partition("@")[0].lower()
-        if local.isalpha() and len(local) <= 12 and registered_domain(domain) not in masked:
-            found.add("email-user:" + local)
-    return _EMAIL.sub(" ", _URL.sub(" ", text)), links
+    links = addresses = 0
+    # The expressions try every position of the text: run them only where a link or an
+    # address can be.
+    if "://" in text or "www." in text.lower():
+        for match in _URL.finditer(text):
+            url = match.group(0).rstrip(_EDGE_PUNCTUATION)
+            _domain_token("url", url_host(url), masked, found)
+            _url_path_tokens(url, found)
+            links += 1
+    if "@" in text:
+        for match in _EMAIL.finditer(text):  # in links too: mailto: and addresses in paths
+            domain = match.group(1).lower()
+            _domain_token("email", domain, masked, found)
+            local = match.group(0).partition("@")[0].lower()
+            if local.isalpha() and len(local) <= 12 and registered_domain(domain) not in masked:
+                found.add("email-user:" + local)
+            addresses += 1
+    if links:
+        text = _URL.sub(" ", text)
+    if addresses:
+        text = _EMAIL.sub(" ", text)
+    return text, links
 
 
 def _link_tokens(view: MessageView, text_links: int, masked: Container[str],
