@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -97,6 +98,23 @@ def parse_mailboxes(value: str) -> list[Mailbox]:
     Encoded words are parsed as the single atoms they are (RFC 2047 section 5) and decoded
     afterwards, so a name such as `=?utf-8?q?a=2C_b:?=` cannot split or re-shape the list.
     """
+    if len(value) > _CACHED_VALUE_LIMIT:
+        return _parse_mailboxes(value)
+    return list(_parse_mailboxes_cached(value))
+
+
+# A message's From is read four times on its way through (the check before the scan, the
+# blocked-sender check, the rewrite, the log entry), each time through the email package's
+# slow address parser. A few recent short values are kept; long ones are parsed each time.
+_CACHED_VALUE_LIMIT = 998
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_mailboxes_cached(value: str) -> tuple[Mailbox, ...]:
+    return tuple(_parse_mailboxes(value))
+
+
+def _parse_mailboxes(value: str) -> list[Mailbox]:
     words: list[str] = []
 
     def stash(match: re.Match[str]) -> str:
