@@ -79,6 +79,7 @@ TEMPLATES = [
 def _database(url: str) -> dict[str, Any]:
     db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
     if db["ENGINE"] == "django.db.backends.sqlite3":
+        db["ENGINE"] = "mailcloak.project.sqlite"  # writers take turns (see its docstring)
         Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         db["CONN_MAX_AGE"] = None
         db["OPTIONS"] = {
