@@ -1,9 +1,9 @@
-"""Statistics counters are added to once the work commits, and never for work rolled back."""
+"""Statistics counters are added to with the work's commit, and never for work rolled back."""
 
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from mailcloak.aliases.models import Alias
 from mailcloak.mail.counters import add_after_commit
@@ -15,10 +15,12 @@ def count(alias: Alias) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_added_after_the_commit_not_before(alias: Alias) -> None:
+def test_added_with_the_commit(alias: Alias) -> None:
     with transaction.atomic():
         add_after_commit(Alias, alias.pk, "forwarded_count", 2)
-        assert count(alias) == 0  # the row is not written (nor locked) inside the transaction
+        # PostgreSQL: the row is not written (nor locked) inside the transaction. SQLite:
+        # the transaction holds the whole database anyway, so it is written there.
+        assert count(alias) == (2 if connection.vendor == "sqlite" else 0)
     assert count(alias) == 2
     add_after_commit(Alias, alias.pk, "forwarded_count")  # outside a transaction: at once
     assert count(alias) == 3
