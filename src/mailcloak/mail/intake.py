@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from django.db import DatabaseError, transaction
 
@@ -23,7 +23,7 @@ from mailcloak.mail.analysis import Analysis
 from mailcloak.mail.arc import SealError, arc_seal
 from mailcloak.mail.bounces import record_dsn
 from mailcloak.mail.counters import add_after_commit
-from mailcloak.mail.forward import UnparseableMessage, prepare_forward
+from mailcloak.mail.forward import ForwardedMessage, UnparseableMessage, prepare_forward
 from mailcloak.mail.headers import split_message
 from mailcloak.mail.lookups import aliases_to_forward
 from mailcloak.mail.models import QueuedMessage
@@ -51,6 +51,14 @@ class InboundMessage:
     # The scan as outbound mail, for the replies, when the same transaction also forwards
     # (otherwise `analysis` is already the one the replies need).
     outbound_analysis: Analysis | None = None
+    # Forwarded copies rewritten and sealed ahead of the commit, by alias id (prepare_copies).
+    prepared: Mapping[int, PreparedCopy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedCopy:
+    queue_id: str
+    forwarded: ForwardedMessage  # its content ARC-sealed, our results on top
 
 
 @dataclass
@@ -118,21 +126,23 @@ def store(message: InboundMessage) -> Outcome:
         if alias is None:  # deleted since RCPT: mail to it is refused now, so drop it
             outcome.dropped += 1
             continue
-        if header_sender and is_sender_blocked(alias, header_sender):
+        action = _copy_action(message, alias, header_sender)
+        if action is None:
             add_after_commit(Alias, alias.pk, "blocked_count")
             outcome.blocked += 1
-            continue
-        action = (message.analysis.action_for(alias.user.spam_sensitivity)
-                  if message.analysis else SpamAction.DELIVER)
-        if action is SpamAction.REJECT:
+        elif action is SpamAction.REJECT:
             refused.append(alias)
         elif action is SpamAction.QUARANTINE:
             _quarantine(message, alias)
             outcome.quarantined += 1
         else:
-            queue_id = message.queue_id if not outcome.queue_ids else new_queue_id()
-            _forward(message, alias, queue_id)
-            outcome.queue_ids.append(queue_id)
+            first = not outcome.queue_ids  # the first copy keeps the name the client was given
+            copy = message.prepared.get(alias.pk)
+            if copy is None or (copy.queue_id == message.queue_id) != first:
+                queue_id = message.queue_id if first else new_queue_id()
+                copy = PreparedCopy(queue_id, _forwarded_copy(message, alias, queue_id))
+            _forward(message, alias, copy)
+            outcome.queue_ids.append(copy.queue_id)
     for decision in _unique(d for d in message.recipients if d.action is Action.BOUNCE):
         record_dsn(message.content, decision.recipient)
         outcome.bounces += 1
@@ -150,6 +160,50 @@ def store(message: InboundMessage) -> Outcome:
                                 or outcome.dropped or outcome.rejected or refusal):
         outcome.reply = replies.SENDER_BLOCKED
     return outcome
+
+
+def with_prepared_copies(message: InboundMessage) -> InboundMessage:
+    """`message` with its forwarded copies prepared (prepare_copies). Should that fail,
+    `store` prepares them itself and meets the failure there, with its reply."""
+    if not any(d.action is Action.FORWARD for d in message.recipients):
+        return message
+    try:
+        return replace(message, prepared=prepare_copies(message))
+    except Exception as exc:
+        log.info("copies not prepared ahead: %s", describe(exc),
+                 extra=fields(queue_id=message.queue_id))
+        return message
+
+
+def prepare_copies(message: InboundMessage) -> dict[int, PreparedCopy]:
+    """The forwarded copies of `message`, rewritten and ARC-sealed, for `store` to take.
+
+    Run outside the transaction that stores them: rewriting and sealing take a few
+    milliseconds of CPU per copy, and inside the transaction they held up every other writer
+    (SQLite lets one in at a time). The contacts the rewrite needs are committed here, on
+    their own: one left behind by a message that is then not stored is harmless. `store`
+    checks everything again and prepares anew what changed in between."""
+    forwards = _unique(d for d in message.recipients if d.action is Action.FORWARD)
+    aliases = aliases_to_forward([d.alias_id for d in forwards if d.alias_id is not None])
+    header_sender = _header_sender(message) if forwards else ""
+    prepared: dict[int, PreparedCopy] = {}
+    for decision in forwards:
+        alias = aliases.get(decision.alias_id or 0)
+        if alias is None or _copy_action(message, alias, header_sender) is not SpamAction.DELIVER:
+            continue
+        queue_id = message.queue_id if not prepared else new_queue_id()
+        prepared[alias.pk] = PreparedCopy(queue_id, _forwarded_copy(message, alias, queue_id))
+    return prepared
+
+
+def _copy_action(message: InboundMessage, alias: Alias, header_sender: str
+                 ) -> SpamAction | None:
+    """What to do with the copy for `alias`: None when its owner blocks the From address."""
+    if header_sender and is_sender_blocked(alias, header_sender):
+        return None
+    if message.analysis is None:
+        return SpamAction.DELIVER
+    return message.analysis.action_for(alias.user.spam_sensitivity)
 
 
 def _header_sender(message: InboundMessage) -> str:
@@ -203,16 +257,21 @@ def _log_rejections(message: InboundMessage, refused: list[Alias]) -> None:
                       subject=summary.subject, reason=message.analysis.summary())
 
 
-def _forward(message: InboundMessage, alias: Alias, queue_id: str) -> QueuedMessage:
+def _forwarded_copy(message: InboundMessage, alias: Alias, queue_id: str) -> ForwardedMessage:
     forwarded = prepare_forward(message.content, alias=alias, envelope_from=message.sender,
                                 queue_id=queue_id)
-    content = forwarded.content
-    if message.analysis is not None:
-        content = _with_results(content, alias, message.analysis)
+    if message.analysis is None:
+        return forwarded
+    return replace(forwarded, content=_with_results(forwarded.content, alias, message.analysis))
+
+
+def _forward(message: InboundMessage, alias: Alias, copy: PreparedCopy) -> QueuedMessage:
+    forwarded = copy.forwarded
     queued = enqueue(kind=QueuedMessage.Kind.FORWARD, mail_from=forwarded.mail_from,
-                     recipients=[forwarded.recipient], content=content, alias=alias,
-                     queue_id=queue_id)
-    record_forward(raw=message.content, alias=alias, queue_id=queue_id, mail_from=message.sender,
+                     recipients=[forwarded.recipient], content=forwarded.content, alias=alias,
+                     queue_id=copy.queue_id)
+    record_forward(raw=message.content, alias=alias, queue_id=copy.queue_id,
+                   mail_from=message.sender,
                    verdict=message.analysis.verdict if message.analysis else None)
     add_after_commit(Alias, alias.pk, "forwarded_count")
     return queued

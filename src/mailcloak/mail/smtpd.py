@@ -372,6 +372,8 @@ class Handler:
                                         recipients=tuple(envelope.decisions),
                                         content=envelope.content, analysis=analysis,
                                         outbound_analysis=outbound)
+        # Rewritten and sealed here, outside the commit, which then only stores them.
+        message = await self.database.run(intake.with_prepared_copies, message)
         try:
             outcome = await self.committer.run(intake.store, message)
         except Exception as exc:
