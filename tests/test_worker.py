@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import dkim
 import pytest
@@ -16,11 +17,19 @@ from django.utils import timezone
 from mailcloak import settings as mailcloak_settings
 from mailcloak.aliases.models import Alias
 from mailcloak.mail import deliver as deliver_module
+from mailcloak.mail import worker
 from mailcloak.mail.deliver import DeliveryOptions
 from mailcloak.mail.dkimkeys import create_keys, key_directory, signing_keys
 from mailcloak.mail.dns import use_resolver
 from mailcloak.mail.dnsrecords import domain_records
-from mailcloak.mail.jobs import MAX_CRASHES, claim_jobs, release_leases, renew_leases
+from mailcloak.mail.jobs import (
+    MAX_CRASHES,
+    Delivery,
+    claim_deliveries,
+    claim_jobs,
+    release_leases,
+    renew_leases,
+)
 from mailcloak.mail.models import Bounce, DeliveryJob, QueuedMessage
 from mailcloak.mail.queue import enqueue
 from mailcloak.mail.worker import process_due_jobs, run_worker, wake
@@ -356,3 +365,50 @@ def test_run_worker_delivers_queued_mail_until_stopped(
         thread.join(timeout=10)
     assert not thread.is_alive()
     assert job_for(message).delivered_to.startswith("mx1.example.test")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_that_arrive_after_a_claim_emptied_the_queue_are_claimed_together(
+        monkeypatch: pytest.MonkeyPatch, dns_server: DnsServer, sink: SmtpSink,
+        opts: DeliveryOptions) -> None:
+    """A claim per arriving job would cost a write transaction each: after a claim that took
+    everything due, the worker lets the next jobs gather (CLAIM_GATHER, long here)."""
+    monkeypatch.setattr(worker, "CLAIM_GATHER", 1.5)
+    claimed: list[int] = []
+
+    def counting_claim(*args: Any) -> list[Delivery]:
+        deliveries = claim_deliveries(*args)
+        if deliveries:
+            claimed.append(sum(len(delivery.job_ids) for delivery in deliveries))
+        return deliveries
+
+    monkeypatch.setattr(worker, "claim_deliveries", counting_claim)
+    started = threading.Event()
+    control: dict[str, object] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            control.update(loop=asyncio.get_running_loop(), stop=stop)
+            started.set()
+            await run_worker(stop, worker_id="gathering-worker", options=opts)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(5)
+    queue("first@example.test")
+    wake()
+    try:
+        assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=10)
+        for number in range(3):  # while the worker gathers: wakes do not cut it short
+            queue(f"later{number}@example.test")
+            wake()
+        assert sink.wait_for(lambda s: len(s.messages) == 4, timeout=10)
+    finally:
+        loop, stop = control["loop"], control["stop"]
+        assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+    assert claimed == [1, 3]

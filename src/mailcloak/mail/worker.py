@@ -62,6 +62,9 @@ T = TypeVar("T")
 # Seconds between looks at the queue when there is nothing to do: mail queued by another
 # process (smtpd) waits for the next look; a look that finds nothing costs one short query.
 POLL_INTERVAL = 0.25
+# After a claim that emptied the queue, new jobs are let gather this long before the next:
+# a claim per job that arrives would cost a write transaction each (SQLite: a turn each).
+CLAIM_GATHER = 0.02
 DATABASE_RETRY = 5.0  # seconds to wait after the database failed us
 MESSAGES_PER_LANE = 4  # a second session to a domain pays off once this many messages wait
 SHUTDOWN_GRACE = 30.0  # seconds running deliveries get to finish when stopping
@@ -322,10 +325,14 @@ class _WorkerLoop:
             return DATABASE_RETRY
         if not deliveries:
             return POLL_INTERVAL
-        self.in_flight += sum(len(delivery.job_ids) for delivery in deliveries)
+        claimed = sum(len(delivery.job_ids) for delivery in deliveries)
+        self.in_flight += claimed
         task = asyncio.create_task(self.runner.run_batch(deliveries), name="deliveries")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if claimed < free:  # the queue is empty for now: let the next jobs gather
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), CLAIM_GATHER)
         return 0.0
 
     async def _sleep(self, seconds: float) -> None:
