@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -394,6 +395,13 @@ def test_production_never_follows_an_mx_to_a_loopback_address(
 
 def test_to_crlf_normalises_every_line_ending() -> None:
     assert to_crlf(b"a\nb\r\nc\rd\r\n") == b"a\r\nb\r\nc\r\nd\r\n"
+    rng = random.Random(5122026)
+    for _ in range(5000):  # mixed endings, such as "\r\r\n" and "\n\r", the long way round
+        content = b"".join(rng.choice([b"a", b"\r", b"\n", b"\r\n"]) for _ in range(12))
+        expected = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        assert to_crlf(content) == expected, content
+    crlf = b"From: a@b.test\r\n\r\nbody\r\n"
+    assert to_crlf(crlf) is crlf  # nothing to do: the same bytes, not a copy
 
 
 def test_decoded_subject() -> None:

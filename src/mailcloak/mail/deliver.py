@@ -91,6 +91,9 @@ class DeliveryOptions:
 
 def to_crlf(content: bytes) -> bytes:
     """Every line ending as CRLF, as SMTP requires (bare CR or LF would invite smuggling)."""
+    crlf = content.count(b"\r\n")
+    if content.count(b"\n") == crlf and content.count(b"\r") == crlf:
+        return content  # already so, as what we store almost always is
     return content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 

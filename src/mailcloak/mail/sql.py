@@ -3,6 +3,7 @@ counters): only names from the models and placeholders are ever formatted into t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sized
 
 from django.db import connection, models
@@ -10,6 +11,11 @@ from django.db import connection, models
 
 def table(model: type[models.Model]) -> str:
     """The model's table name, quoted for the database in use."""
+    return _quoted_table(model, connection.vendor)
+
+
+@functools.cache
+def _quoted_table(model: type[models.Model], vendor: str) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
