@@ -136,6 +136,19 @@ def test_links_addresses_and_numbers_in_the_text(text: str, expected: set[str],
     assert not {tok for tok in found if "0199" in tok or tok == "shop"}
 
 
+@pytest.mark.parametrize("footer", [
+    "You received this message because you are subscribed to the Google Groups \"Zebra\".",
+    "YOUR USE OF YAHOO! GROUPS IS SUBJECT TO zebra terms",
+    "Caf\u00e9 zebra mailing list",  # not ASCII: through the expressions themselves
+])
+def test_list_boilerplate_is_not_tokens_in_any_case(footer: str) -> None:
+    raw = ("From: a@sender.test\r\nSubject: hello\r\nContent-Type: text/plain; "
+           f"charset=utf-8\r\n\r\nThe real text.\r\n{footer}\r\n").encode()
+    found = tokens(parse(raw))
+    assert "real" in found
+    assert not {tok for tok in found if "zebra" in tok}
+
+
 def test_a_subject_padded_to_hide_its_tail_is_a_sign() -> None:
     padded = b"From: a@b.test\r\nSubject: Invites you with open arms          25336\r\n\r\nHi\r\n"
     assert "subject:padded" in tokens(parse(padded))

@@ -259,6 +259,16 @@ def test_unsubscribe_text_without_header() -> None:
     assert hit(by_name("BULK_NO_UNSUBSCRIBE_HEADER"), honest) is None
 
 
+@pytest.mark.parametrize("text", ["TO UNSUBSCRIBE CLICK HERE", "Click to Opt-Out",
+                                  "Pour vous d\u00e9sabonner: unsubscribe", "un\u017fubscribe now"])
+def test_unsubscribe_text_in_any_case_or_script(text: str) -> None:
+    """Long s (U+017F) matches "s" under the expression's IGNORECASE: non-ASCII text always
+    goes through the expression."""
+    raw = message(f"Big sale!\r\n{text}\r\n")
+    assert hit(by_name("BULK_NO_UNSUBSCRIBE_HEADER"), raw) is not None
+    assert hit(by_name("BULK_NO_UNSUBSCRIBE_HEADER"), message("Big sale today!\r\n")) is None
+
+
 def test_hidden_recipients() -> None:
     undisclosed = message(To="undisclosed-recipients:;")
     assert hit(by_name("BULK_HIDDEN_RECIPIENTS"), undisclosed) is not None

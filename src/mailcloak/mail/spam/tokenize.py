@@ -84,6 +84,11 @@ _SPONSOR_BLOCK = re.compile(
     r"^[> ]*(?:-{5,}[^\n]{0,200}Yahoo! Groups Sponsor.{0,4000}?~->"
     r"|This sf\.net e-?mail is sponsored by.{0,4000}?(?=^[> ]*_{10,}|\Z))",
     re.MULTILINE | re.DOTALL | re.IGNORECASE)
+# One of these is in every match of _LIST_BOILERPLATE and _SPONSOR_BLOCK (lower case).
+_BOILERPLATE_WORDS = ("google groups", "to unsubscribe from this group", "this discussion",
+                      "this group", "for more options", "groups.io", "view/reply online",
+                      "mute this topic", "mute #", "group owner:", "yahoo! groups", "~->",
+                      "-=-=-=-=-", "mailing list", "listinfo", "sponsored by")
 _LIST_LINE_HINTS = ("mailing list", "listinfo", "unsubscribe", "@", "http", "list")
 
 
@@ -112,14 +117,24 @@ def token_ids(found: Iterable[str]) -> list[int]:
 def strip_list_additions(text: str, list_names: frozenset[str]) -> str:
     """The text without the footer, the advertisements and the address lines that a mailing
     list adds: they say which list carried a message, never whether it is spam."""
-    text = _SPONSOR_BLOCK.sub("", text)
-    text = _LIST_BOILERPLATE.sub("", text)
+    if _may_carry_boilerplate(text):
+        text = _SPONSOR_BLOCK.sub("", text)
+        text = _LIST_BOILERPLATE.sub("", text)
     if not list_names:
         return text
     lowered = text.lower()
     if not any(name in lowered for name in list_names):
         return text
     return "\n".join(line for line in text.split("\n") if not _names_list(line, list_names))
+
+
+def _may_carry_boilerplate(text: str) -> bool:
+    """False when no list boilerplate can be in `text`: each form of it holds one of these
+    words. Only for ASCII text, where lower() folds case exactly as the expressions do."""
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _BOILERPLATE_WORDS)
 
 
 def _names_list(line: str, list_names: frozenset[str]) -> bool:
