@@ -372,9 +372,9 @@ class Handler:
                                         recipients=tuple(envelope.decisions),
                                         content=envelope.content, analysis=analysis,
                                         outbound_analysis=outbound)
-        # Rewritten and sealed here, outside the commit, which then only stores them.
-        message = await self.database.run(intake.with_prepared_copies, message)
         try:
+            # Rewritten and sealed here, outside the commit, which then only stores them.
+            message = await self.database.run(intake.with_prepared_copies, message)
             outcome = await self.committer.run(intake.store, message)
         except Exception as exc:
             outcome = intake.failed(message, exc)
