@@ -9,10 +9,11 @@ write are folded here.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import string
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailcloak.mail.policy_email import decode_raw
 
@@ -72,6 +73,23 @@ def split_message(raw: bytes) -> SplitMessage:
     "From " line, a header without colon) are dropped. A message without an empty line ends
     its header block at the first such line, which then starts the body.
     """
+    if len(raw) > _CACHED_SIZE_LIMIT:
+        return _split(raw)
+    cached = _split_cached(raw)
+    return replace(cached, fields=list(cached.fields))  # the caller's own list
+
+
+# The SMTP server splits each message four times on its way (the check before the scan, the
+# blocked-sender check, the rewrite, the log entry): the last few small ones are kept.
+_CACHED_SIZE_LIMIT = 256 * 1024
+
+
+@functools.lru_cache(maxsize=4)
+def _split_cached(raw: bytes) -> SplitMessage:
+    return _split(raw)
+
+
+def _split(raw: bytes) -> SplitMessage:
     eol = _line_ending(raw)
     has_empty_line = _EMPTY_LINE.search(raw) is not None
     fields: list[HeaderField] = []
