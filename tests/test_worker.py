@@ -5,6 +5,7 @@ SMTP sinks and a real DNS server on loopback. Time is driven through the queue r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -334,9 +335,9 @@ def test_production_never_uses_the_local_outbox(
 # --- the long-running worker ------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_run_worker_delivers_queued_mail_until_stopped(
-        dns_server: DnsServer, sink: SmtpSink, opts: DeliveryOptions) -> None:
+@contextlib.contextmanager
+def running_worker(opts: DeliveryOptions, worker_id: str) -> Iterator[threading.Thread]:
+    """`run_worker` on an event loop in a thread of its own, stopped on the way out."""
     started = threading.Event()
     control: dict[str, object] = {}
 
@@ -345,24 +346,31 @@ def test_run_worker_delivers_queued_mail_until_stopped(
             stop = asyncio.Event()
             control.update(loop=asyncio.get_running_loop(), stop=stop)
             started.set()
-            await run_worker(stop, worker_id="test-worker", options=opts)
+            await run_worker(stop, worker_id=worker_id, options=opts)
 
         asyncio.run(main())
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert started.wait(5)
-    message = queue("owner@example.test")
-    wake()
     try:
-        assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=10)
-        delivered = DeliveryJob.objects.filter(message=message, state="delivered")
-        assert sink.wait_for(lambda _: delivered.exists(), timeout=10)
+        yield thread
     finally:
         loop, stop = control["loop"], control["stop"]
         assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_delivers_queued_mail_until_stopped(
+        dns_server: DnsServer, sink: SmtpSink, opts: DeliveryOptions) -> None:
+    with running_worker(opts, "test-worker") as thread:
+        message = queue("owner@example.test")
+        wake()
+        assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=10)
+        delivered = DeliveryJob.objects.filter(message=message, state="delivered")
+        assert sink.wait_for(lambda _: delivered.exists(), timeout=10)
     assert not thread.is_alive()
     assert job_for(message).delivered_to.startswith("mx1.example.test")
 
@@ -383,32 +391,12 @@ def test_jobs_that_arrive_after_a_claim_emptied_the_queue_are_claimed_together(
         return deliveries
 
     monkeypatch.setattr(worker, "claim_deliveries", counting_claim)
-    started = threading.Event()
-    control: dict[str, object] = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            stop = asyncio.Event()
-            control.update(loop=asyncio.get_running_loop(), stop=stop)
-            started.set()
-            await run_worker(stop, worker_id="gathering-worker", options=opts)
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(5)
-    queue("first@example.test")
-    wake()
-    try:
+    with running_worker(opts, "gathering-worker"):
+        queue("first@example.test")
+        wake()
         assert sink.wait_for(lambda s: len(s.messages) == 1, timeout=10)
         for number in range(3):  # while the worker gathers: wakes do not cut it short
             queue(f"later{number}@example.test")
             wake()
         assert sink.wait_for(lambda s: len(s.messages) == 4, timeout=10)
-    finally:
-        loop, stop = control["loop"], control["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
     assert claimed == [1, 3]
