@@ -60,6 +60,26 @@ def written(path: Path) -> list[str]:
     return rows
 
 
+def write_in_a_transaction(path: Path, writer: str) -> None:
+    connections = handler(path)
+    with _atomic(connections):
+        write(connections, writer)
+    connections.close_all()
+
+
+def start_writing(path: Path, writer: str) -> tuple[threading.Thread, threading.Event]:
+    """A thread that writes in a transaction of its own; the event is set once it is done."""
+    done = threading.Event()
+
+    def run() -> None:
+        write_in_a_transaction(path, writer)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done
+
+
 def hold_a_turn(path: Path, started: threading.Event, release: threading.Event,
                 writer: str, rollback: bool = False) -> None:
     """Write in a transaction that stays open until `release` (then commits or rolls back)."""
@@ -104,17 +124,7 @@ def test_a_second_transaction_waits_for_the_first_to_commit(database: Path) -> N
     first = threading.Thread(target=hold_a_turn, args=(database, started, release, "first"))
     first.start()
     assert started.wait(PATIENCE)
-    second_done = threading.Event()
-
-    def second() -> None:
-        connections = handler(database)
-        with _atomic(connections):
-            write(connections, "second")
-        connections.close_all()
-        second_done.set()
-
-    waiter = threading.Thread(target=second)
-    waiter.start()
+    waiter, second_done = start_writing(database, "second")
     time.sleep(0.3)
     assert not second_done.is_set()  # still waiting for its turn
     release.set()
@@ -160,10 +170,7 @@ def test_a_rollback_ends_the_turn_too(database: Path) -> None:
     assert started.wait(PATIENCE)
     release.set()
     first.join(PATIENCE)
-    connections = handler(database)
-    with _atomic(connections):
-        write(connections, "after")
-    connections.close_all()
+    write_in_a_transaction(database, "after")
     assert written(database) == ["after"]
 
 
@@ -182,17 +189,7 @@ def test_the_turn_of_a_process_killed_mid_transaction_passes_on(database: Path) 
     child.start()
     try:
         assert started.wait(PATIENCE)
-        done = threading.Event()
-
-        def parent_writes() -> None:
-            connections = handler(database)
-            with _atomic(connections):
-                write(connections, "parent")
-            connections.close_all()
-            done.set()
-
-        waiter = threading.Thread(target=parent_writes)
-        waiter.start()
+        waiter, done = start_writing(database, "parent")
         time.sleep(0.3)
         assert not done.is_set()  # the child holds the turn
         assert child.pid is not None
