@@ -1,4 +1,4 @@
-"""Shared fixtures: users with verified mailboxes, aliases, logged-in clients."""
+"""Shared fixtures: users with verified mailboxes, aliases, logged-in clients, DKIM keys."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mailcloak.accounts.services import create_user_with_mailbox
 from mailcloak.aliases.models import Alias
 from mailcloak.aliases.services import create_alias
 from mailcloak.mail import dns as mail_dns
+from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
 from tests.support.dns_server import DnsServer
 
 PASSWORD = "correct horse battery staple"
@@ -33,6 +34,14 @@ def _dns_server() -> Iterator[DnsServer]:
 @pytest.fixture
 def dns_server(_dns_server: DnsServer) -> Iterator[DnsServer]:
     yield _dns_server
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, DkimKey]:
+    """A fresh DKIM key pair (RSA and Ed25519) for the test module, as `dkim init` makes."""
+    directory = tmp_path_factory.mktemp("dkim")
+    create_keys(directory)
+    return load_keys(directory)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mailcloak.mail import dkimkeys
 from mailcloak.mail import dns as mail_dns
 from mailcloak.mail.arc import SealError, arc_seal, without_own_results
 from mailcloak.mail.auth import AuthResult, authenticate
-from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys, signing_keys
+from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 from mailcloak.mail.dnsrecords import domain_records
 from tests.support.dns_server import DnsServer
 
@@ -32,13 +32,6 @@ ORIGINAL = (
     b"\r\n"
     b"Notes attached.\r\n"
 )
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    directory = tmp_path_factory.mktemp("keys")
-    create_keys(directory)
-    return load_keys(directory)
 
 
 @pytest.fixture(scope="module")

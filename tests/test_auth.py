@@ -44,13 +44,6 @@ def dkim_sign(message: bytes, domain: str, key: DkimKey, selector: str = "s1") -
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    directory = tmp_path_factory.mktemp("sender-keys")
-    create_keys(directory)
-    return load_keys(directory)
-
-
-@pytest.fixture(scope="module")
 def other_rsa_key(tmp_path_factory: pytest.TempPathFactory) -> DkimKey:
     directory = tmp_path_factory.mktemp("other-keys")
     create_keys(directory)

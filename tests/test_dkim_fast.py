@@ -14,7 +14,7 @@ from dkim.canonicalization import Relaxed
 
 from mailcloak.mail import dkim_fast
 from mailcloak.mail.dkim_fast import MessageSigner, parse, relaxed_body, relaxed_headers
-from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
+from mailcloak.mail.dkimkeys import DkimKey
 from mailcloak.mail.dnsrecords import domain_records
 from mailcloak.mail.sign import SigningError, headers_to_sign, sign_message
 from tests.support.dns_server import DnsServer
@@ -89,13 +89,6 @@ MESSAGES = {
 }
 DOMAINS = ("alias.test", "Bücher.test.")
 CORPUS = sorted((Path(__file__).parent / "data").glob("**/*.eml"))  # forwarded, replies, spam
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, DkimKey]:
-    directory = tmp_path_factory.mktemp("dkim")
-    create_keys(directory)
-    return load_keys(directory)
 
 
 @pytest.fixture(scope="module")

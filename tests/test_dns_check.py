@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailcloak import settings as mailcloak_settings
-from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
+from mailcloak.mail.dkimkeys import DkimKey
 from mailcloak.mail.dns import Resolver, parse_server
 from mailcloak.mail.dnscheck import (
     RecordCheck,
@@ -37,13 +37,6 @@ def make_config(**values: str) -> mailcloak_settings.Config:
            "MAILCLOAK_REPORTS_ADDRESS": "reports@alias.example"}
     env.update({f"MAILCLOAK_{name.upper()}": value for name, value in values.items()})
     return mailcloak_settings.load(env, create_secret=False)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    directory = tmp_path_factory.mktemp("dkim")
-    create_keys(directory)
-    return load_keys(directory)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from mailcloak import settings as mailcloak_settings
 from mailcloak.cli import main
-from mailcloak.mail.dkimkeys import DkimKey, create_keys, load_keys
+from mailcloak.mail.dkimkeys import DkimKey
 from mailcloak.mail.dnsrecords import (
     SERVER_IP_PLACEHOLDER,
     Record,
@@ -20,13 +20,6 @@ from mailcloak.mail.dnsrecords import (
     required_records,
     txt_strings,
 )
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, DkimKey]:
-    directory = tmp_path_factory.mktemp("dkim")
-    create_keys(directory)
-    return load_keys(directory)
 
 
 def config(**values: str) -> mailcloak_settings.Config:

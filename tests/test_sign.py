@@ -46,13 +46,6 @@ MESSAGE = (
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, DkimKey]:
-    directory = tmp_path_factory.mktemp("dkim")
-    create_keys(directory)
-    return load_keys(directory)
-
-
-@pytest.fixture(scope="module")
 def dns_server(keys: tuple[DkimKey, DkimKey]) -> Iterator[DnsServer]:
     with DnsServer() as server:
         for record in domain_records("alias.test", "mail.alias.test", keys):
