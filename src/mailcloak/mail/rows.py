@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from mailcloak.mail.sql import placeholders
+from mailcloak.mail.sql import placeholders, table
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ def _statement(model: type[models.Model], vendor: str) -> _Statement:
     meta = model._meta
     fields = [field for field in meta.concrete_fields if not field.primary_key]
     columns = ", ".join(ops.quote_name(field.column) for field in fields)
-    table = ops.quote_name(meta.db_table)
-    return _Statement(fields=fields, sql=f"INSERT INTO {table} ({columns}) VALUES ",  # noqa: S608
+    return _Statement(fields=fields, sql=f"INSERT INTO {table(model)} ({columns}) VALUES ",  # noqa: S608
                       row=f"({placeholders(fields)})",
                       pk=ops.quote_name(meta.pk.column) if meta.pk else "id")
 

@@ -15,7 +15,7 @@ def table(model: type[models.Model]) -> str:
 
 
 @functools.cache
-def _quoted_table(model: type[models.Model], vendor: str) -> str:
+def _quoted_table(model: type[models.Model], vendor: str) -> str:  # once per model and vendor
     return connection.ops.quote_name(model._meta.db_table)
 
 

@@ -315,6 +315,17 @@ def header_text(value: str) -> str:
     return clean_text(decode_words(value))
 
 
+def may_contain(text: str, words: Iterable[str]) -> bool:
+    """False only when `text` holds none of `words` (lower case) in any letter case: so an
+    IGNORECASE expression each of whose matches holds one of them need not run, which is slow
+    to find nothing. Non-ASCII text always may: IGNORECASE folds a few letters (the long s,
+    the Kelvin sign) that lower() does not."""
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in words)
+
+
 def parse(raw: bytes, *, scan_limit: int = DEFAULT_SCAN_LIMIT) -> MessageView:
     """Read `raw` into a MessageView. Never raises on malformed input."""
     message = email.message_from_bytes(raw, policy=READ_POLICY)

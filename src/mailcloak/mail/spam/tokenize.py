@@ -20,6 +20,7 @@ from collections.abc import Container, Iterable
 from mailcloak.mail.spam.features import (
     MessageView,
     header_text,
+    may_contain,
     registered_domain,
     url_host,
 )
@@ -117,7 +118,7 @@ def token_ids(found: Iterable[str]) -> list[int]:
 def strip_list_additions(text: str, list_names: frozenset[str]) -> str:
     """The text without the footer, the advertisements and the address lines that a mailing
     list adds: they say which list carried a message, never whether it is spam."""
-    if _may_carry_boilerplate(text):
+    if may_contain(text, _BOILERPLATE_WORDS):
         text = _SPONSOR_BLOCK.sub("", text)
         text = _LIST_BOILERPLATE.sub("", text)
     if not list_names:
@@ -126,15 +127,6 @@ def strip_list_additions(text: str, list_names: frozenset[str]) -> str:
     if not any(name in lowered for name in list_names):
         return text
     return "\n".join(line for line in text.split("\n") if not _names_list(line, list_names))
-
-
-def _may_carry_boilerplate(text: str) -> bool:
-    """False when no list boilerplate can be in `text`: each form of it holds one of these
-    words. Only for ASCII text, where lower() folds case exactly as the expressions do."""
-    if not text.isascii():
-        return True
-    lowered = text.lower()
-    return any(word in lowered for word in _BOILERPLATE_WORDS)
 
 
 def _names_list(line: str, list_names: frozenset[str]) -> bool:
