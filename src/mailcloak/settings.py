@@ -7,6 +7,7 @@ two in step. A bad value raises ConfigError with a one-line message naming the s
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -457,8 +458,10 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    @property
+    @functools.cached_property
     def data_path(self) -> Path:
+        # Resolved once: the DKIM keys and the database are found through it for every
+        # message, and resolve() is a system call per path component.
         return Path(self.values["DATA_DIR"]).resolve()
 
     @property

@@ -19,6 +19,7 @@ from authres.core import AuthResError
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailcloak.mail import arc_results, dkim_fast, rsa_openssl
+from mailcloak.mail.arc_sign import arc_sign
 from mailcloak.mail.auth_message import ParsedMessage, as_domain, dkimpy_log
 from mailcloak.mail.dkimkeys import DkimKey, signing_keys
 
@@ -195,9 +196,9 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
     if not signing_domain:
         raise SealError(f"{domain!r} is not a domain name")
     try:
-        arc_set = dkim.arc_sign(stamped, key.selector.encode(), signing_domain.encode(),
-                                key.private, authserv_id.encode(), timestamp=timestamp,
-                                logger=dkimpy_log, linesep=linesep)
+        arc_set = arc_sign(stamped, key.selector.encode(), signing_domain.encode(),
+                           key.private, authserv_id.encode(), timestamp=timestamp,
+                           logger=dkimpy_log, linesep=linesep)
     except LIBRARY_ERRORS as exc:
         raise SealError(f"cannot ARC-seal the message: {type(exc).__name__}") from None
     if not arc_set:  # dkimpy found no results of ours, or none about the existing chain

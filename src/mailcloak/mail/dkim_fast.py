@@ -33,7 +33,7 @@ from mailcloak.mail import rsa_openssl
 
 HEADER_NAME = b"DKIM-Signature"
 C_VALUE = b"relaxed/relaxed"
-_B_PLACEHOLDER = b"0" * 60  # dkimpy's: makes b= fold onto a line of its own
+B_PLACEHOLDER = b"0" * 60  # dkimpy's: makes b= fold onto a line of its own
 
 # A run of WSP other than one lone space: replacing only these gives what dkimpy's
 # `[\t ]+` -> " " gives, without rewriting every single space of a text body.
@@ -106,7 +106,7 @@ def _ed25519_key(seed_base64: bytes) -> nacl.signing.SigningKey:
         raise dkim.KeyFormatError("invalid ed25519 private key or format") from None
 
 
-def _rsa_key(pem: bytes) -> dict[str, int]:
+def parsed_rsa_key(pem: bytes) -> dict[str, int]:
     try:
         return rsa_openssl.parse_pem_private_key(pem)
     except dkim.UnparsableKeyError as exc:
@@ -116,7 +116,7 @@ def _rsa_key(pem: bytes) -> dict[str, int]:
 def _signature(algorithm: bytes, private_key: bytes, header_hash: hashlib._Hash) -> bytes:
     """The raw signature of the header hash."""
     if algorithm == b"rsa-sha256":
-        return rsa_openssl.rsassa_pkcs1_v1_5_sign(header_hash, _rsa_key(private_key))
+        return rsa_openssl.rsassa_pkcs1_v1_5_sign(header_hash, parsed_rsa_key(private_key))
     if algorithm == b"ed25519-sha256":  # RFC 8463 signs the SHA-256 digest of the headers
         return bytes(_ed25519_key(private_key).sign(header_hash.digest()).signature)
     raise dkim.ParameterError(f"unsupported signature algorithm {algorithm!r}")
@@ -130,7 +130,7 @@ class MessageSigner:
     def __init__(self, message: bytes, linesep: bytes = b"\r\n") -> None:
         self.headers, body = parse(message)
         self._linesep = linesep
-        self._body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+        self._body_hash = body_hash(body)
         self._canonical: dict[tuple[bytes, ...], list[tuple[bytes, bytes]]] = {}
 
     def sign(self, *, selector: bytes, domain: bytes, private_key: bytes, algorithm: bytes,
@@ -145,29 +145,53 @@ class MessageSigner:
             (b"v", b"1"), (b"a", algorithm), (b"c", C_VALUE), (b"d", domain),
             (b"i", b"@" + domain), (b"q", b"dns/txt"), (b"s", selector),
             (b"t", str(timestamp).encode("ascii")), (b"h", b" : ".join(include)),
-            (b"bh", self._body_hash), (b"b", _B_PLACEHOLDER),
+            (b"bh", self._body_hash), (b"b", B_PLACEHOLDER),
         ]
-        unsigned = dkim.RE_BTAG.sub(rb"\1", _folded(fields, b"\r\n"))
-        header_hash = self._header_hash(include, unsigned)
-        fields[-1] = (b"b", base64.b64encode(_signature(algorithm, private_key, header_hash)))
-        return HEADER_NAME + b": " + _folded(fields, self._linesep, end=self._linesep)
+        header_hash = self._header_hash(include, unsigned_value(fields, HEADER_NAME))
+        fields[-1] = (b"b", signature(algorithm, private_key, header_hash))
+        return HEADER_NAME + b": " + folded(fields, HEADER_NAME, self._linesep,
+                                            end=self._linesep)
 
-    def _header_hash(self, include: tuple[bytes, ...], unsigned_value: bytes) -> hashlib._Hash:
+    def _header_hash(self, include: tuple[bytes, ...], unsigned: bytes) -> hashlib._Hash:
         """SHA-256 over the signed header fields and the signature's own, b= empty
         (dkim.hash_headers, with the selected fields canonicalised once per message)."""
         signed = self._canonical.get(include)
         if signed is None:
             selected = dkim.select_headers(self.headers, include)
             signed = self._canonical[include] = relaxed_headers(selected)
-        own = relaxed_headers([(HEADER_NAME, b" " + unsigned_value)])
-        digest = hashlib.sha256()
-        for name, value in signed + [(name, value.rstrip()) for name, value in own]:
-            digest.update(name)
-            digest.update(b":")
-            digest.update(value)
-        return digest
+        return signature_hash(signed, HEADER_NAME, unsigned)
 
 
-def _folded(fields: list[tuple[bytes, bytes]], linesep: bytes, end: bytes = b"") -> bytes:
+def signature_hash(signed: Sequence[tuple[bytes, bytes]], header_name: bytes,
+                   unsigned_value: bytes) -> hashlib._Hash:
+    """SHA-256 over canonical signed fields, then the signature field itself with its b=
+    empty and without its line end (dkim.hash_headers)."""
+    own = relaxed_headers([(header_name, b" " + unsigned_value)])
+    digest = hashlib.sha256()
+    for name, value in [*signed, *((name, value.rstrip()) for name, value in own)]:
+        digest.update(name)
+        digest.update(b":")
+        digest.update(value)
+    return digest
+
+
+def body_hash(body: bytes) -> bytes:
+    """bh=: base64 SHA-256 of the relaxed canonical body."""
+    return base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+
+
+def signature(algorithm: bytes, private_key: bytes, header_hash: hashlib._Hash) -> bytes:
+    """The base64 b= value: the header hash signed with `private_key` (as dkimpy takes it)."""
+    return base64.b64encode(_signature(algorithm, private_key, header_hash))
+
+
+def unsigned_value(fields: list[tuple[bytes, bytes]], header_name: bytes) -> bytes:
+    """The field's value folded as dkimpy folds it, b= emptied: what the header hash covers."""
+    return bytes(dkim.RE_BTAG.sub(rb"\1", folded(fields, header_name, b"\r\n")))
+
+
+def folded(fields: list[tuple[bytes, bytes]], header_name: bytes, linesep: bytes,
+           end: bytes = b"") -> bytes:
+    """`tag=value; ...` folded at column 72 after `header_name: ` (dkim.fold)."""
     value = b"; ".join(b"=".join(field) for field in fields) + end
-    return bytes(dkim.fold(value, namelen=len(HEADER_NAME), linesep=linesep))
+    return bytes(dkim.fold(value, namelen=len(header_name), linesep=linesep))
