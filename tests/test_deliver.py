@@ -307,6 +307,24 @@ def test_consecutive_messages_to_one_host_share_a_connection(
     assert all(message.tls for message in sink.messages)
 
 
+def test_a_session_the_server_closed_while_idle_is_replaced(
+        dns_server: DnsServer, sinks: SinkFactory) -> None:
+    sink = sinks("127.0.0.3")
+    mx(dns_server, "example.test", (10, "mx1.example.test", "127.0.0.3"))
+
+    async def run() -> list[DeliveryResult]:
+        async with Deliverer(options(sink)) as deliverer:
+            first = await deliverer.deliver(SENDER, ["a@example.test"], MESSAGE)
+            sink.drop_connections()
+            assert await asyncio.to_thread(sink.wait_for, lambda s: s.active == 0)
+            return first + await deliverer.deliver(SENDER, ["b@example.test"], MESSAGE)
+
+    results = asyncio.run(run())
+    assert all(isinstance(result, Delivered) for result in results)
+    assert [(m.rcpt_tos, m.connection) for m in sink.messages] == [
+        (["a@example.test"], 1), (["b@example.test"], 2)]
+
+
 def test_idle_connections_are_closed(dns_server: DnsServer, sinks: SinkFactory) -> None:
     sink = sinks("127.0.0.3")
     mx(dns_server, "example.test", (10, "mx1.example.test", "127.0.0.3"))

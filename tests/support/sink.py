@@ -63,11 +63,11 @@ class _SinkSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # called again after STARTTLS
         if self.number == 0:
-            self.number = self.sink._connected()
+            self.number = self.sink._connected(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
-        self.sink._disconnected()
+        self.sink._disconnected(self)
 
 
 @dataclass
@@ -98,6 +98,7 @@ class SmtpSink:
         self.active = 0
         self.max_active = 0
         self.in_data = 0
+        self.open_sessions: set[_SinkSMTP] = set()
         self._released = threading.Event()
         self._released.set()
         self._lock = threading.Lock()
@@ -150,6 +151,15 @@ class SmtpSink:
     def release(self) -> None:
         self._released.set()
 
+    def drop_connections(self) -> None:
+        """Close every open session from the server's side, as a restarting MTA would."""
+        assert self._loop is not None
+        with self._lock:
+            transports = [server.transport for server in self.open_sessions]
+        for transport in transports:
+            if transport is not None:
+                self._loop.call_soon_threadsafe(transport.close)
+
     def wait_for(self, condition: Callable[[SmtpSink], bool], timeout: float = 5.0) -> bool:
         """Poll until `condition(sink)` holds; False if it did not within `timeout`."""
         deadline = time.monotonic() + timeout
@@ -172,15 +182,17 @@ class SmtpSink:
         return _SinkSMTP(self, hostname=self.hostname, tls_context=self.tls,
                          enable_SMTPUTF8=True, decode_data=False, timeout=30, **kwargs)
 
-    def _connected(self) -> int:
+    def _connected(self, server: _SinkSMTP) -> int:
         with self._lock:
+            self.open_sessions.add(server)
             self.connections += 1
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             return self.connections
 
-    def _disconnected(self) -> None:
+    def _disconnected(self, server: _SinkSMTP) -> None:
         with self._lock:
+            self.open_sessions.discard(server)
             self.active -= 1
 
     def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,

@@ -32,6 +32,7 @@ from mailcloak.mail.smtp_client import (
     ConnectionLost,
     HostFailure,
     Reply,
+    SessionGone,
     SessionPolicy,
     SmtpConnection,
     Target,
@@ -257,11 +258,9 @@ class Deliverer:
                 break
             attempts += 1
             try:
-                connection = await self._connect(target, policy)
+                return await self._transact(target, policy, mail_from, recipients, content)
             except HostFailure as exc:
                 failures.append(str(exc))
-                continue
-            return await self._transact(connection, mail_from, recipients, content)
         reason = "4.4.1 no mail server could be reached: " + "; ".join(failures[-3:])
         log.info("delivery to %s failed: %s", recipient_domain(recipients[0]), reason)
         if route.is_mx and self.local_fallback:
@@ -280,11 +279,6 @@ class Deliverer:
                 yield target
 
     async def _connect(self, target: Target, policy: SessionPolicy) -> SmtpConnection:
-        """A reused idle session to `target` if one is alive, else a new one."""
-        while (idle := self.pool.take(ConnectionPool.key(target, policy))) is not None:
-            if await self._run(idle.reset):
-                return idle
-            await self._run(idle.close)
         try:
             return await self._run(open_connection, target, policy)
         except TlsFailure as exc:
@@ -294,10 +288,23 @@ class Deliverer:
             return await self._run(functools.partial(open_connection, try_tls=False),
                                    target, policy)
 
-    async def _transact(self, connection: SmtpConnection, mail_from: str,
+    async def _transact(self, target: Target, policy: SessionPolicy, mail_from: str,
                         recipients: list[str], content: bytes) -> list[DeliveryResult]:
+        """The transaction on a reused idle session to `target` if one is alive, else on a
+        new one (HostFailure when it cannot be opened)."""
+        while (idle := self.pool.take(ConnectionPool.key(target, policy))) is not None:
+            try:
+                return await self._send(idle, mail_from, recipients, content, reused=True)
+            except SessionGone:
+                await self._run(idle.close)
+        connection = await self._connect(target, policy)
+        return await self._send(connection, mail_from, recipients, content)
+
+    async def _send(self, connection: SmtpConnection, mail_from: str, recipients: list[str],
+                    content: bytes, *, reused: bool = False) -> list[DeliveryResult]:
         try:
-            replies = await self._run(send, connection, mail_from, recipients, content)
+            replies = await self._run(functools.partial(send, reused=reused), connection,
+                                      mail_from, recipients, content)
         except ConnectionLost as exc:
             return [TemporaryFailure(r, f"4.4.2 connection lost: {exc}") for r in recipients]
         await self._release(connection)
