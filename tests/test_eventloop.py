@@ -75,6 +75,26 @@ def test_asyncio_where_uvloop_is_not_installed(monkeypatch: pytest.MonkeyPatch,
     assert eventloop.loop_factory("uvloop") is uvloop.new_event_loop
 
 
+SERVED = """
+import gc
+from mailcloak.mail import eventloop
+
+async def main():
+    return gc.get_freeze_count(), gc.get_threshold()[0]
+
+print(*eventloop.serve(main(), kind="asyncio"))
+"""
+
+
+def test_a_service_settles_the_garbage_collector_before_serving() -> None:
+    """What start-up made is frozen out of the collector's walks; young objects wait for
+    more company. In a process of its own: both are for the life of the process."""
+    frozen, young = map(int, subprocess.run([sys.executable, "-c", SERVED], check=True,
+                                            capture_output=True, text=True).stdout.split())
+    assert frozen > 10_000  # the modules and objects imported before serving
+    assert young == eventloop.GC_YOUNG_THRESHOLD != 700
+
+
 def test_an_unknown_loop_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"MAILCLOAK_EVENT_LOOP='trio': expected one of "
                                           r"uvloop, asyncio"):

@@ -111,4 +111,4 @@ def run_services(*, web: bool, smtp: bool, worker: bool, migrate: bool = False) 
         from mailcloak.project.database import migrate_database
 
         migrate_database()
-    return eventloop.run(_main(web, smtp, worker))
+    return eventloop.serve(_main(web, smtp, worker))

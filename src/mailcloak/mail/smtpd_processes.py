@@ -44,7 +44,7 @@ def serve(config: Config) -> int:
     connections.close_all()  # no connection may be shared with the processes forked below
     processes = max(1, config.smtp_processes)
     if processes == 1:
-        return eventloop.run(_serve_until_stopped(config, reuse_port=False),
+        return eventloop.serve(_serve_until_stopped(config, reuse_port=False),
                              kind=config.event_loop)
     _check_can_listen(config)
     return _supervise(processes)
@@ -134,7 +134,7 @@ def _child_main() -> None:
 
     try:
         config = mailcloak_settings.get()
-        code = eventloop.run(_serve_until_stopped(config, reuse_port=True),
+        code = eventloop.serve(_serve_until_stopped(config, reuse_port=True),
                              kind=config.event_loop)
     except (ListenError, ConfigError) as exc:
         log.error("%s", exc)

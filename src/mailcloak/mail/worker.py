@@ -391,5 +391,5 @@ def serve() -> int:
 
         await asyncio.gather(run_worker(stop), run_maintenance(stop))
 
-    eventloop.run(main())
+    eventloop.serve(main())
     return 0
