@@ -1,8 +1,11 @@
 """DATA framing: only <CRLF>.<CRLF> ends a message, and bare CR or LF is refused (no smuggling)."""
 
 import asyncio
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcloak.mail import replies
 from mailcloak.mail.models import QueuedMessage
@@ -82,6 +85,84 @@ def test_exactly_the_limit_is_accepted():
 def test_connection_closed_mid_data():
     with pytest.raises(ConnectionResetError):
         read(b"Subject: x\r\n\r\nunfinished")
+
+
+async def line_by_line(reader: asyncio.StreamReader, *, max_size: int) -> bytes | replies.Reply:
+    """The reader read_data replaced, kept as the model it must agree with: a line at a time."""
+    content, size = bytearray(), 0
+    line_start = after_crlf = True
+    tail = b""
+    while True:
+        try:
+            raw = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            raw = await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionResetError("connection closed during DATA") from exc
+        if line_start and after_crlf and raw == b".\r\n":
+            break
+        chunk = raw[1:] if line_start and raw.startswith(b".") else raw
+        size += len(chunk)
+        if size <= max_size:
+            content += chunk
+        tail = raw[-2:] if len(raw) >= 2 else (tail + raw)[-2:]
+        line_start = raw.endswith(b"\n")
+        if line_start:
+            after_crlf = tail == b"\r\n"
+    if size > max_size:
+        return replies.MESSAGE_TOO_BIG
+    if has_bare_line_ending(content):
+        return replies.BARE_LINEFEED
+    return bytes(content)
+
+
+PIECES = [b"\r\n", b"\n", b"\r", b".", b"..", b"x", b"text", b"\r\n.\r\n", b"\r\n..",
+          b"\n.", b".\r\n", b"y" * 70, b"QUIT\r\n"]
+
+
+async def outcome(reader_function, stream: bytes, pieces: list[int], limit: int, max_size: int):
+    """What `reader_function` makes of `stream` arriving in pieces of the given sizes: its
+    result (or that the connection closed) and the bytes left for the next command."""
+    reader = asyncio.StreamReader(limit=limit)
+
+    async def arrive() -> None:
+        position = 0
+        for size in pieces:
+            reader.feed_data(stream[position:position + size])
+            position += size
+            await asyncio.sleep(0)
+        reader.feed_data(stream[position:])
+        reader.feed_eof()
+
+    arriving = asyncio.create_task(arrive())
+    try:
+        result = await reader_function(reader, max_size=max_size)
+    except ConnectionResetError:
+        result = "closed"
+    await arriving
+    return result, await reader.read()
+
+
+@settings(max_examples=1500, deadline=None)
+@given(parts=st.lists(st.sampled_from(PIECES), max_size=40),
+       pieces=st.lists(st.integers(1, 40), max_size=10),
+       limit=st.sampled_from([3, 7, 16, 64, 2**16]), max_size=st.sampled_from([20, 200, 10**6]))
+def test_read_data_agrees_with_reading_line_by_line(parts, pieces, limit, max_size):
+    """Same message, same refusal, same bytes left unread, for any mix of line ends, dots and
+    stuffing, however the bytes arrive and however small the reader's limit."""
+    stream = b"".join(parts)
+    expected = asyncio.run(outcome(line_by_line, stream, pieces, limit, max_size))
+    assert asyncio.run(outcome(read_data, stream, pieces, limit, max_size)) == expected
+
+
+def test_read_data_agrees_on_random_long_streams():
+    generator = random.Random(2026)
+    for _ in range(200):
+        stream = b"".join(generator.choice(PIECES) for _ in range(generator.randint(0, 400)))
+        pieces = [generator.randint(1, 300) for _ in range(generator.randint(0, 20))]
+        limit = generator.choice([5, 100, 2**16])
+        expected = asyncio.run(outcome(line_by_line, stream, pieces, limit, 3000))
+        assert asyncio.run(outcome(read_data, stream, pieces, limit, 3000)) == expected
 
 
 def test_has_bare_line_ending():
