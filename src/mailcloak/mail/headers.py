@@ -80,11 +80,13 @@ def split_message(raw: bytes) -> SplitMessage:
 
 
 # The SMTP server splits each message four times on its way (the check before the scan, the
-# blocked-sender check, the rewrite, the log entry): the last few small ones are kept.
-_CACHED_SIZE_LIMIT = 256 * 1024
+# blocked-sender check, the rewrite, the log entry), while other sessions' messages go through
+# the same steps in between: the last 32 of up to 128 KB are kept (8 MB at most, messages
+# and split bodies together).
+_CACHED_SIZE_LIMIT = 128 * 1024
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)
 def _split_cached(raw: bytes) -> SplitMessage:
     return _split(raw)
 
