@@ -39,7 +39,7 @@ B_PLACEHOLDER = b"0" * 60  # dkimpy's: makes b= fold onto a line of its own
 # `[\t ]+` -> " " gives, without rewriting every single space of a text body.
 _WSP_RUN = re.compile(rb"\t[\t ]*| [\t ]+")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
-_HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")  # the first empty line, CRLF or LF
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # dkimpy's
 _LINE_END = re.compile(rb"\r?\n")
 
 # dkimpy's own, before install(): the tests compare against them.
@@ -50,17 +50,36 @@ DKIMPY_RELAXED_BODY = Relaxed.canonicalize_body
 def parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """dkim.rfc822_parse(message): the header fields, and the body with CRLF line ends.
 
-    dkimpy splits the whole message into lines to find the body and joins them again; this
-    hands it the header section only and leaves a CRLF body as it is."""
-    end = _HEADER_END.search(message)
-    head, body = (message[:end.end()], message[end.end():]) if end else (message, b"")
-    try:
-        headers, _ = dkim.rfc822_parse(head)
-    except IndexError:  # dkimpy's parse of a first line that is a continuation line
-        raise dkim.MessageFormatError("the header section starts with a folded line") from None
+    dkimpy splits the whole message into lines to find the body and joins them again, and
+    looks its field-name expression up again for every line; this reads the header section
+    only, with the expression compiled once, and leaves a CRLF body as it is."""
+    end = _header_end(message)
+    head, body = message[:end], message[end:]
+    fields: list[list[bytes]] = []
+    for line in _LINE_END.split(head):
+        if not line:
+            break
+        if line[0] in (0x09, 0x20):
+            if not fields:
+                raise dkim.MessageFormatError("the header section starts with a folded line")
+            fields[-1][1] += line + b"\r\n"
+        elif (name := _FIELD_NAME.match(line)) is not None:
+            fields.append([name.group(1), line[name.end():] + b"\r\n"])
+        elif not line.startswith(b"From "):  # an mbox separator is skipped
+            raise dkim.MessageFormatError(f"Unexpected characters in RFC822 header: {line!r}")
     if body.count(b"\n") != body.count(b"\r\n"):
         body = _LINE_END.sub(b"\r\n", body)
-    return [(name, value) for name, value in headers], body
+    return [(name, value) for name, value in fields], body
+
+
+def _header_end(message: bytes) -> int:
+    """Where the body starts: after the first empty line (CRLF or LF), else the end."""
+    for empty in (b"\r\n", b"\n"):
+        if message.startswith(empty):
+            return len(empty)
+    ends = [at + len(blank) for blank in (b"\n\r\n", b"\n\n")
+            if (at := message.find(blank)) >= 0]
+    return min(ends) if ends else len(message)
 
 
 def relaxed_body(body: bytes) -> bytes:
