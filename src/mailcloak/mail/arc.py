@@ -148,11 +148,14 @@ def without_own_results(content: bytes, authserv_id: str) -> bytes:
 _ARC_VERDICT = re.compile(r"(?i)(?:^|;)\s*arc\s*=\s*(?:pass|fail)\b")
 
 
-def _results_to_seal(auth_results: str, *, chain_present: bool) -> str:
+def _results_to_seal(auth_results: str, content: bytes) -> str:
     """The A-R value to seal. Without earlier ARC sets our seal starts a new chain, so an
-    `arc=` verdict (about sets since removed) must not be carried into it. dkimpy parses the
-    value again; parsing here only in that rare case keeps sealing fast."""
-    if chain_present or not _ARC_VERDICT.search(auth_results):
+    `arc=` verdict (about sets since removed) must not be carried into it. Looking for the
+    sets, and parsing the value, only in that rare case keeps sealing fast."""
+    if not _ARC_VERDICT.search(auth_results):
+        return auth_results
+    parsed = ParsedMessage.parse(content)
+    if any(parsed.has(name) for name in ARC_FIELDS):
         return auth_results
     try:
         header = AuthenticationResultsHeader.parse("Authentication-Results: " + auth_results)
@@ -187,9 +190,7 @@ def arc_seal(content: bytes, *, auth_results: str, domain: str,
     authserv_id = _authserv_id(auth_results.encode()).decode()
     if not as_domain(authserv_id):
         raise SealError(f"the authserv-id {authserv_id!r} is not a host name")
-    parsed = ParsedMessage.parse(content)  # once, not once per field name
-    chain_present = any(parsed.has(name) for name in ARC_FIELDS)
-    results = _results_to_seal(auth_results, chain_present=chain_present)
+    results = _results_to_seal(auth_results, content)
     message = without_own_results(content, authserv_id)
     stamped = b"Authentication-Results: " + results.encode() + linesep + message
     signing_domain = as_domain(domain)
