@@ -89,6 +89,32 @@ def test_unknown_name_is_no_such_domain(resolver: Resolver) -> None:
         resolver.txt_sync("nowhere.test")
 
 
+def test_repeated_lookups_are_answered_from_the_cache(server: DnsServer, resolver: Resolver,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer, an empty answer, an answer through a CNAME and NXDOMAIN: asked twice, the
+    same outcome, the server asked once, and the second time without a resolution set up."""
+    lookups = [("example.test", "TXT"), ("mx2.example.test", "TXT"),
+               ("alias.example.test", "A"), ("cached-nowhere.test", "TXT")]
+
+    def outcomes() -> list[object]:
+        found: list[object] = []
+        for name, rdtype in lookups:
+            try:
+                found.append([str(rdata) for rdata in resolver.records_sync(name, rdtype)])
+            except NoSuchDomain as exc:
+                found.append(str(exc))
+        return found
+
+    before = len(server.queries)
+    first = outcomes()
+    asked = server.queries[before:]
+    monkeypatch.setattr(resolver._sync, "resolve", None)  # not called again: not callable
+    assert outcomes() == first == [['"v=spf1 mx -all"'], [], ["127.0.0.3"],
+                                   "cached-nowhere.test: no such domain"]
+    assert server.queries[before:] == asked
+    assert sorted(asked) == sorted(lookups)
+
+
 def test_servfail_is_temporary(resolver: Resolver) -> None:
     with pytest.raises(DnsTemporaryError, match=r"broken\.test"):
         run(resolver.mx("broken.test"))

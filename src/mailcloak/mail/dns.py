@@ -17,7 +17,10 @@ from typing import Any
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
+import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
@@ -192,11 +195,31 @@ class Resolver:
 
     def _resolve_sync(self, name: str, rdtype: str) -> list[Any]:
         self._check_available(name)
+        cached = self._cached(name, rdtype)
+        if cached is not None:
+            return cached
         try:
             answer = self._sync.resolve(_fqdn(name), rdtype, raise_on_no_answer=False)
         except dns.exception.DNSException as exc:
             raise _translate(name, rdtype, exc) from None
         return list(answer.rrset or [])
+
+    def _cached(self, name: str, rdtype: str) -> list[Any] | None:
+        """What the cache holds for the lookup, as dnspython's resolve() would answer from it
+        (an answer, an empty one, or NXDOMAIN), without setting up a resolution: most mail
+        comes from domains looked up moments before. None when it must be asked."""
+        try:
+            qname = dns.name.from_text(_fqdn(name))
+        except dns.exception.DNSException:
+            return None  # resolve() explains what is wrong with the name
+        cache = self._sync.cache
+        answer = cache.get((qname, dns.rdatatype.from_text(rdtype), dns.rdataclass.IN))
+        if answer is not None:
+            return list(answer.rrset or [])
+        nxdomain = cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if nxdomain is not None and nxdomain.response.rcode() == dns.rcode.NXDOMAIN:
+            raise NoSuchDomain(f"{name}: no such domain")
+        return None
 
     def _check_available(self, name: str) -> None:
         if self.unavailable:
