@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import dkim
 import pytest
 
+from mailcloak.mail import auth_dns
 from mailcloak.mail import dns as mail_dns
 from mailcloak.mail.auth import AuthResult, authenticate
 from mailcloak.mail.auth_dmarc import organizational_domain, parse_record
@@ -80,6 +81,21 @@ def check(raw: bytes, *, ip: str = BAD_IP, mail_from: str = "bounce@elsewhere.te
 
 def dmarc_reasons(result: AuthResult) -> list[tuple[str, str, float]]:
     return [(r.code, r.text, r.score) for r in result.reasons if r.code.startswith("DMARC")]
+
+
+def test_a_second_message_from_a_sender_is_checked_from_the_cache(
+        key: DkimKey, server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its DKIM key and DMARC policy come from the resolver's cache, without a lookup thread;
+    a cached NXDOMAIN (no DMARC record for the subdomain) too."""
+    raw = signed(message("billing@mail.reject.test"), "reject.test", key)
+    first = check(raw, ip=GOOD_IP, mail_from="b@reject.test")
+    asked = len(server.queries)
+    monkeypatch.setattr(auth_dns, "start", None)  # a lookup started on the threads fails
+    again = check(raw, ip=GOOD_IP, mail_from="b@reject.test")
+    assert again.authentication_results == first.authentication_results
+    assert "dkim=pass" in first.authentication_results
+    assert "dmarc=pass" in first.authentication_results
+    assert len(server.queries) == asked
 
 
 # --- pass ----------------------------------------------------------------------------------------

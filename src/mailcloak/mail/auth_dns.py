@@ -85,7 +85,7 @@ class TxtLookups:
 
     def __init__(self, resolver: Resolver, names: Iterable[str]) -> None:
         self._resolver = resolver
-        self._futures = {name: start(resolver.txt_sync, name)
+        self._futures = {name: self._start(name)
                          for name in dict.fromkeys(normalise_name(name) for name in names)}
 
     def values(self, name: str) -> list[bytes]:
@@ -93,8 +93,22 @@ class TxtLookups:
         key = normalise_name(name)
         future = self._futures.get(key)
         if future is None:
-            future = self._futures[key] = start(self._resolver.txt_sync, key)
+            future = self._futures[key] = self._start(key)
         return wait_for(future, f"{key} TXT")
+
+    def _start(self, name: str) -> concurrent.futures.Future[list[bytes]]:
+        """The lookup, answered at once when the cache holds it (most mail comes from domains
+        seen moments before), else started on the lookup threads."""
+        done: concurrent.futures.Future[list[bytes]] = concurrent.futures.Future()
+        try:
+            cached = self._resolver.txt_cached(name)
+        except DnsError as exc:
+            done.set_exception(exc)
+            return done
+        if cached is None:
+            return start(self._resolver.txt_sync, name)
+        done.set_result(cached)
+        return done
 
     def failure(self, name: str) -> DnsError | None:
         """Why `name` has no usable answer (NoSuchDomain, DnsTemporaryError), None if it has."""

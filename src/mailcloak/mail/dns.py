@@ -168,6 +168,12 @@ class Resolver:
     def txt_sync(self, name: str) -> list[bytes]:
         return _txt_values(self._resolve_sync(name, "TXT"))
 
+    def txt_cached(self, name: str) -> list[bytes] | None:
+        """txt_sync(name) if the cache can answer it (NoSuchDomain included), else None."""
+        self._check_available(name)
+        cached = self._cached(name, "TXT")
+        return None if cached is None else _txt_values(cached)
+
     def records_sync(self, name: str, rdtype: str) -> list[Any]:
         """The rdata of one lookup of any type (for pyspf and DNS blocklists); [] when the
         name exists without such records."""
