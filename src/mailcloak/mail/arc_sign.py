@@ -44,7 +44,7 @@ def first_arc_set(message: bytes, selector: bytes, domain: bytes, privkey: bytes
                   srv_id: bytes, *, timestamp: int | None, linesep: bytes
                   ) -> list[bytes] | None:
     """The i=1 set, or None when the message is not one this path takes (earlier ARC fields,
-    an arc= result, no From to sign): dkimpy decides those."""
+    an arc= result other than none, no From to sign): dkimpy decides those."""
     dkim_fast.parsed_rsa_key(privkey)  # a bad key fails first, as in dkimpy
     headers, body = dkim_fast.parse(message)
     if any(name.lower() in ARC_FIELDS for name, _ in headers):

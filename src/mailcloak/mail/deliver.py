@@ -279,6 +279,7 @@ class Deliverer:
                 yield target
 
     async def _connect(self, target: Target, policy: SessionPolicy) -> SmtpConnection:
+        """A new session to `target` (HostFailure when it cannot be opened)."""
         try:
             return await self._run(open_connection, target, policy)
         except TlsFailure as exc:
