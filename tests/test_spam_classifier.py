@@ -136,6 +136,18 @@ def test_links_addresses_and_numbers_in_the_text(text: str, expected: set[str],
     assert not {tok for tok in found if "0199" in tok or tok == "shop"}
 
 
+@pytest.mark.parametrize(("text", "url"), [
+    ("Visit WWW.Shop.test/deal today.", "WWW.Shop.test/deal"),
+    ("Go to HTTPS://Shop.test/a, now", "HTTPS://Shop.test/a"),
+    ("Caf\u00e9 at Www.shop.test/x!", "Www.shop.test/x"),  # not ASCII: no shortcut taken
+    ("No link here, only words", None),
+])
+def test_links_in_the_text_are_found_in_any_case(text: str, url: str | None) -> None:
+    raw = "From: a@sender.test\r\nSubject: hello\r\nContent-Type: text/plain; charset=utf-8"
+    view = parse((raw + f"\r\n\r\n{text}\r\n").encode())
+    assert view.urls == ([url] if url else [])
+
+
 @pytest.mark.parametrize("footer", [
     "You received this message because you are subscribed to the Google Groups \"Zebra\".",
     "YOUR USE OF YAHOO! GROUPS IS SUBJECT TO zebra terms",

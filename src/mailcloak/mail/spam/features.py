@@ -36,6 +36,7 @@ MAX_HEADER_CHARS = 8_000
 
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`{}|\\^\[\]]+", re.IGNORECASE)
 _URL_TRAILING = ".,;:!?)'\""
+_URL_WORDS = ("://", "www.")  # one of them is in every match of _URL
 _LIST_NAME = re.compile(r"(?<![^@<>\s])([^@<>\s]+)@")
 _LIST_ID = re.compile(r"<([^<>.\s]+)\.")
 # Second-level labels under which a country code TLD registers names (example.co.uk).
@@ -445,6 +446,8 @@ def _encoded_size(part: Message) -> int:
 
 
 def _urls(text: str) -> list[str]:
+    if not may_contain(text, _URL_WORDS):
+        return []  # the expression takes long to find nothing in a long text
     return [match.group(0).rstrip(_URL_TRAILING) for match in _URL.finditer(text)]
 
 
