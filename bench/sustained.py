@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import HERE, MAILBOX_DOMAIN, percentile  # noqa: E402
+from bench.load import HERE, MAILBOX_DOMAIN, harness_loop_run, percentile  # noqa: E402
 from bench.openloop import Plan, Sending, SmtpClientSession, paced_session  # noqa: E402
 from bench.procmem import (  # noqa: E402
     KIB_PER_MIB,
@@ -377,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(args.rate, args.duration, args.sessions, args.size, running.aliases)
         sending = Sending(started=time.time() + 1)  # the first message is due in a second
         sampler = Sampler(plan, sending, Arrivals(running.sink_log), running.watched)
-        asyncio.run(send_and_sample(plan, running.deployment.host,
-                                    running.deployment.smtp_port, sampler, args.interval,
-                                    args.warmup + 1, snapshots))
+        harness_loop_run(send_and_sample(plan, running.deployment.host,
+                                         running.deployment.smtp_port, sampler, args.interval,
+                                         args.warmup + 1, snapshots))
         if snapshots is not None:
             snapshots.take(running.watched.mailcloak_pids())
         drain(sampler, args.interval, args.drain_timeout, args.stall)
