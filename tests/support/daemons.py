@@ -16,6 +16,7 @@ installed, for a skip reason.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import os
 import pwd
@@ -413,13 +414,17 @@ def _read_request(conn: socket.socket) -> None:
 # --- messages to feed them ------------------------------------------------------------------------
 
 _GTUBE_BODY = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# Today, not a fixed day: the daemons score a Date that has gone far into the past (Rspamd's
+# DATE_IN_PAST), which turned a clean message into a quarantined one a day later. One value
+# per run, so that a message made twice is the same message.
+_DATE = email.utils.formatdate(usegmt=True)
 
 
 def message(subject: str, body: str, *, sender: str = "Ada Lovelace <ada@sender.test>",
             extra: str = "") -> bytes:
     message_id = hashlib.sha1(body.encode()).hexdigest()[:16]
     head = (f"From: {sender}\nTo: Owner <k3v9@alias.test>\nSubject: {subject}\n"
-            f"Date: Fri, 04 Dec 2026 12:00:00 +0000\nMessage-ID: <{message_id}@sender.test>\n"
+            f"Date: {_DATE}\nMessage-ID: <{message_id}@sender.test>\n"
             f"MIME-Version: 1.0\n{extra}")
     if "Content-Type" not in extra:
         head += "Content-Type: text/plain; charset=utf-8\n"
