@@ -8,12 +8,14 @@ canonicalises and body-hashes the message once and keys are prepared once per pr
 
 The output is dkimpy's, byte for byte: the tag list, its order, the folding and the header
 hash follow `DKIM.sign()` and `DomainSigner.gen_header()` of dkimpy 1.1 (relaxed/relaxed
-only), and reuse its helpers (header parse, fold, header selection, header canonicalisation).
-tests/test_dkim_fast.py signs the same messages both ways and compares the bytes, and checks
-`parse` and `relaxed_body` against dkimpy's own on thousands of random inputs.
+only), and reuse its fold and header selection. tests/test_dkim_fast.py signs the same
+messages both ways and compares the bytes, and checks `parse`, `relaxed_headers` and
+`relaxed_body` against dkimpy's own on thousands of random inputs. The first ARC set of a
+message (arc_sign.py) is built from the same parts.
 
 `install()` also gives dkimpy itself the faster relaxed canonicalisation (the same bytes), for
-what still goes through it: the ARC seal and every DKIM and ARC verification.
+what still goes through it: ARC seals of messages that carry a chain, and every DKIM and ARC
+verification.
 """
 
 from __future__ import annotations
