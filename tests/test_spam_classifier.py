@@ -242,15 +242,6 @@ def test_model_round_trip(tmp_path: Path) -> None:
     assert classifier.read_header(path)["sources"] == ["tests"]
 
 
-def test_saving_drops_tokens_seen_once(tmp_path: Path) -> None:
-    model = trained(["gold", "silver"])
-    path = tmp_path / "model.bin"
-    classifier.save(model, path, min_messages=2)
-    kept = classifier.load(path).counts
-    assert kept and all((v >> 32) + (v & 0xFFFFFFFF) >= 2 for v in kept.values())
-    assert len(kept) < len(model.counts)
-
-
 @pytest.mark.parametrize("data", [b"", b"PK\x03\x04 not a model",
                                   classifier.MAGIC + b'{"format": 99}\n',
                                   classifier.MAGIC + b'{"format": 1, "tokens": 5, '

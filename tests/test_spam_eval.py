@@ -78,9 +78,14 @@ def test_train_then_eval_a_saved_model_on_the_command_line(
     out = tmp_path / "model.bin"
     assert cli.main(["spam", "train", "--ham", str(DATA / "ham"), "--spam", str(DATA / "spam"),
                      "--out", str(out)]) == 0
-    assert "model written to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "model written to" in printed
     model = load(out)
     assert (model.ham_messages, model.spam_messages) == (15, 15)
+    # Every token ships, those seen in one message too: the cross validation measures
+    # models that keep them.
+    seen_once = [v for v in model.counts.values() if (v >> 32) + (v & 0xFFFFFFFF) == 1]
+    assert seen_once and f"{len(model.counts)} tokens" in printed
     assert cli.main(["spam", "eval", "--ham", str(DATA / "ham"), "--spam", str(DATA / "spam"),
                      "--model", str(out), "--json"]) == 0
     captured = capsys.readouterr()

@@ -230,12 +230,11 @@ def _chi2_q(chi2: float, freedom: int) -> float:
 # --- the model file -------------------------------------------------------------------------
 
 
-def save(model: TokenCounts, path: Path, *, min_messages: int = 1,
+def save(model: TokenCounts, path: Path, *,
          about: Mapping[str, object] | None = None) -> int:
-    """Write `model` to `path`, keeping tokens seen in at least `min_messages` messages.
-    Returns the number of tokens written. The file is replaced atomically."""
-    kept = sorted((token, value) for token, value in model.counts.items()
-                  if (value >> 32) + (value & _LOW) >= min_messages)
+    """Write `model` to `path`, every token of it. Returns the number of tokens written. The
+    file is replaced atomically."""
+    kept = sorted(model.counts.items())
     tokens = array("I", (token for token, _ in kept))
     deltas = array("I", (b - a for a, b in zip([0, *tokens[:-1]], tokens, strict=True)))
     spam = array("I", (value >> 32 for _, value in kept))
