@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,22 @@ def test_shipped_model_loads_once_and_scores_mail() -> None:
     engine = BuiltinEngine()
     verdict = engine.scan_sync(ScanRequest((DATA / "spam" / "spam00.eml").read_bytes()), NORMAL)
     assert verdict.action is not Action.DELIVER
+
+
+def test_the_first_scan_loads_the_shipped_model_off_the_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded_in = []
+
+    def load() -> TokenCounts:
+        loaded_in.append(threading.current_thread())
+        return default_model()
+
+    monkeypatch.setattr("mailcloak.mail.spam.builtin.default_model", load)
+    engine = BuiltinEngine()
+    raw = (DATA / "spam" / "spam00.eml").read_bytes()
+    verdict = asyncio.run(engine.scan(ScanRequest(raw), NORMAL))
+    assert verdict.action is not Action.DELIVER
+    assert len(loaded_in) == 1 and loaded_in[0] is not threading.main_thread()
 
 
 @pytest.mark.parametrize("raw", [

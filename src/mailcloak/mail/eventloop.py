@@ -55,8 +55,8 @@ def serve(main: Coroutine[Any, Any, T], *, kind: str | None = None) -> T:
 
 
 def settle_garbage_collector() -> None:
-    """For a process about to serve: what start-up made (Django, the modules, settings, the
-    spam model) is moved out of the collector's sight, so full collections no longer walk it
+    """For a process about to serve: what start-up made (Django, the modules, settings) is
+    moved out of the collector's sight, so full collections no longer walk it
     again and again, and young objects are collected less often. Together they cut the
     collector's share of the SMTP server's CPU time from about 2% to 1% under load."""
     gc.freeze()

@@ -45,7 +45,7 @@ def serve(config: Config) -> int:
     processes = max(1, config.smtp_processes)
     if processes == 1:
         return eventloop.serve(_serve_until_stopped(config, reuse_port=False),
-                             kind=config.event_loop)
+                               kind=config.event_loop)
     _check_can_listen(config)
     return _supervise(processes)
 
@@ -135,7 +135,7 @@ def _child_main() -> None:
     try:
         config = mailcloak_settings.get()
         code = eventloop.serve(_serve_until_stopped(config, reuse_port=True),
-                             kind=config.event_loop)
+                               kind=config.event_loop)
     except (ListenError, ConfigError) as exc:
         log.error("%s", exc)
         code = 1

@@ -135,7 +135,7 @@ class BuiltinEngine:
         if forced is not None:
             return forced
         with _unavailable_on_failure():
-            analysis = await asyncio.to_thread(self.analyse, request)
+            analysis = await asyncio.to_thread(self._analyse_with_model, request)
             learned = self.store.lookup_in_memory(analysis.token_ids)
             if learned is None:
                 learned = await _in_database_thread(self._lookup, analysis.token_ids)
@@ -149,6 +149,12 @@ class BuiltinEngine:
         with _unavailable_on_failure():
             analysis = self.analyse(request)
             return self.decide(request, analysis, thresholds, self._lookup(analysis.token_ids))
+
+    def _analyse_with_model(self, request: ScanRequest) -> Analysis:
+        """analyse(), with the model loaded on the first scan: off the event loop, where
+        reading the shipped model (over 100,000 tokens) would hold every session up."""
+        _ = self.model
+        return self.analyse(request)
 
     def analyse(self, request: ScanRequest) -> Analysis:
         view = parse(request.raw, scan_limit=self.scan_limit)
