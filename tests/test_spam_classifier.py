@@ -10,8 +10,9 @@ import pytest
 from mailcloak.mail.spam import classifier
 from mailcloak.mail.spam.classifier import Calibration, ModelError, TokenCounts
 from mailcloak.mail.spam.corpus import ANONYMISED
-from mailcloak.mail.spam.features import parse
-from mailcloak.mail.spam.tokenize import token_ids, tokens
+from mailcloak.mail.spam.features import MessageView, parse
+from mailcloak.mail.spam.tokenize import Tokens, token_ids
+from mailcloak.mail.spam.tokenize import tokens as view_tokens
 from mailcloak.mail.spam.train import fit_calibration
 
 LIST_MESSAGE = (
@@ -42,8 +43,13 @@ def ham_like(word: str) -> bytes:
             f"The meeting notes about {word} are in the shared folder.\r\n").encode()
 
 
+def tokens(view: MessageView, **options: frozenset[str]) -> set[str]:
+    """Both views of a message's tokens, as one set."""
+    return set(view_tokens(view, **options))
+
+
 def ids(raw: bytes) -> list[int]:
-    return token_ids(tokens(parse(raw)))
+    return view_tokens(parse(raw)).ids().all
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -174,6 +180,19 @@ def test_words_joined_by_punctuation_are_separate_tokens() -> None:
     assert not {tok for tok in found if "," in tok or ";" in tok or "(" in tok}
 
 
+def test_tokens_come_in_two_views_what_a_message_says_and_how_it_was_sent() -> None:
+    found = view_tokens(parse(LIST_MESSAGE))
+    assert isinstance(found, Tokens)
+    assert {"ship", "version", "s:release", "s:planning", "from:alice"} <= found.words
+    assert {"url:project.test", "subject:reply", "top:text/plain", "links:few"} <= found.form
+    assert not found.words & found.form
+    sender = view_tokens(parse(b"From: Alice <alice@mailbox.test>\r\nSubject: x\r\n\r\nHi\r\n"))
+    assert "from:alice" in sender.words and "from:mailbox.test" in sender.form
+    ids = found.ids()
+    assert sorted(ids.words) == sorted(token_ids(found.words))
+    assert sorted(ids.all) == sorted(token_ids(found.words) + token_ids(found.form))
+
+
 def test_token_ids_are_stable_across_processes() -> None:
     assert token_ids(["viagra"]) == [287661370]
 
@@ -231,7 +250,7 @@ def test_token_probability_is_smoothed_towards_unknown() -> None:
 def test_model_round_trip(tmp_path: Path) -> None:
     model = trained(["gold", "silver", "bronze"])
     model.calibration = Calibration(bias=-0.3, cut=1.2, scale=2.0, text_weight=2.5,
-                                    rule_weights={"HTML_ONLY": 1.1})
+                                    rule_weights={"HTML_ONLY": 1.1}, form_weight=1.8)
     path = tmp_path / "model.bin"
     written = classifier.save(model, path, about={"sources": ["tests"]})
     loaded = classifier.load(path)
@@ -270,7 +289,7 @@ def test_default_calibration_keeps_rule_points() -> None:
 
 def test_fitted_calibration_weighs_rules_by_what_they_tell() -> None:
     # SIGN hits only spam, NOISE hits ham and spam alike; the text alone is unsure.
-    probabilities = [0.5] * 200
+    probabilities = [(0.5, 0.5)] * 200
     labels = [index % 2 == 0 for index in range(200)]
     hits = [(("SIGN", 1.0),) if label else () for label in labels]
     hits = [(*h, ("NOISE", 1.0)) if index % 3 == 0 else h for index, h in enumerate(hits)]
@@ -279,3 +298,48 @@ def test_fitted_calibration_weighs_rules_by_what_they_tell() -> None:
     spam_points = calibration.text_points(0.5) + calibration.rule_points("SIGN", 1.0)
     ham_points = calibration.text_points(0.5)
     assert ham_points < 5.0 <= spam_points
+
+
+def test_fitted_calibration_weighs_each_view_by_what_it_tells() -> None:
+    # The form tells spam from ham; the words are right only as often as they are wrong.
+    labels = [index % 2 == 0 for index in range(400)]
+    words = [0.9 if index % 4 < 2 else 0.1 for index in range(400)]
+    form = [0.8 if label else 0.2 for label in labels]
+    calibration = fit_calibration(list(zip(words, form, strict=True)), [()] * 400, labels)
+    assert calibration.form_weight is not None
+    assert calibration.form_weight > 1.0 > calibration.text_weight
+    assert calibration.text_points(0.1, 0.8) >= 5.0 > calibration.text_points(0.9, 0.2)
+
+
+@pytest.mark.parametrize(("words", "form"), [(0.5, 0.5), (0.02, 0.97), (0.99, 0.3),
+                                             (0.999999, 0.999999), (1e-9, 1e-9)])
+def test_the_views_share_of_the_text_points_adds_up(words: float, form: float) -> None:
+    calibration = Calibration(bias=0.2, cut=0.8, scale=2.0, text_weight=1.7, form_weight=2.5)
+    words_points, form_points = calibration.view_points(words, form)
+    assert words_points + form_points == pytest.approx(calibration.text_points(words, form),
+                                                       abs=0.011)
+    assert words_points + form_points <= classifier.MAX_TEXT_POINTS
+    if form > 0.5:
+        assert 0 < form_points <= 2.0 * 2.5 * classifier.text_evidence(form) + 0.01
+    elif form < 0.5:
+        assert form_points < 0
+
+
+def test_a_model_calibrated_before_the_form_view_scores_every_token_as_one(
+        tmp_path: Path) -> None:
+    """Older model files have no form weight: all tokens are scored together, as before."""
+    model = trained(["gold", "silver", "bronze"])
+    model.calibration = Calibration(bias=-0.3, cut=0.8, scale=2.0, text_weight=1.5)
+    path = tmp_path / "model.bin"
+    classifier.save(model, path)
+    assert "form_weight" not in path.read_bytes().partition(b"\n")[2].partition(b"\n")[0].decode()
+    loaded = classifier.load(path)
+    assert loaded.calibration.form_weight is None
+    message = view_tokens(parse(spam_like("gold"))).ids()
+    scores = classifier.score_views(message.words, message.form, loaded)
+    assert scores.form is None
+    assert scores.words == classifier.score(message.all, loaded)
+    loaded.calibration = Calibration(form_weight=1.0)
+    scores = classifier.score_views(message.words, message.form, loaded)
+    assert scores.form == classifier.score(message.form, loaded)
+    assert scores.words == classifier.score(message.words, loaded)

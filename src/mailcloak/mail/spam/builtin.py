@@ -23,7 +23,7 @@ from mailcloak.mail.spam import classifier, testpatterns
 from mailcloak.mail.spam.classifier import ModelError, TokenCounts
 from mailcloak.mail.spam.features import DEFAULT_SCAN_LIMIT, MessageView, parse
 from mailcloak.mail.spam.rules import DEFAULT_RULES, RuleChain
-from mailcloak.mail.spam.tokenize import token_ids, tokens
+from mailcloak.mail.spam.tokenize import TokenIds, tokens
 from mailcloak.mail.spam.verdict import (
     EngineUnavailable,
     Reason,
@@ -92,7 +92,7 @@ class Analysis:
     """What a scan found before the learned counts are added."""
 
     view: MessageView
-    token_ids: list[int]
+    tokens: TokenIds
     rule_reasons: list[Reason]
 
 
@@ -136,9 +136,9 @@ class BuiltinEngine:
             return forced
         with _unavailable_on_failure():
             analysis = await asyncio.to_thread(self._analyse_with_model, request)
-            learned = self.store.lookup_in_memory(analysis.token_ids)
+            learned = self.store.lookup_in_memory(analysis.tokens.all)
             if learned is None:
-                learned = await _in_database_thread(self._lookup, analysis.token_ids)
+                learned = await _in_database_thread(self._lookup, analysis.tokens.all)
             return self.decide(request, analysis, thresholds, learned)
 
     def scan_sync(self, request: ScanRequest, thresholds: Thresholds) -> Verdict:
@@ -148,7 +148,7 @@ class BuiltinEngine:
             return forced
         with _unavailable_on_failure():
             analysis = self.analyse(request)
-            return self.decide(request, analysis, thresholds, self._lookup(analysis.token_ids))
+            return self.decide(request, analysis, thresholds, self._lookup(analysis.tokens.all))
 
     def _analyse_with_model(self, request: ScanRequest) -> Analysis:
         """analyse(), with the model loaded on the first scan: off the event loop, where
@@ -158,7 +158,7 @@ class BuiltinEngine:
 
     def analyse(self, request: ScanRequest) -> Analysis:
         view = parse(request.raw, scan_limit=self.scan_limit)
-        return Analysis(view, token_ids(tokens(view)), self.rules.run(view))
+        return Analysis(view, tokens(view).ids(), self.rules.run(view))
 
     def decide(self, request: ScanRequest, analysis: Analysis, thresholds: Thresholds,
                learned: LearnedCounts | None = None) -> Verdict:
@@ -167,17 +167,17 @@ class BuiltinEngine:
             return forced
         counts, totals = learned or ({}, (0, 0))
         model = self.model
-        result = classifier.score(analysis.token_ids, model, counts, totals)
+        scores = classifier.score_views(analysis.tokens.words, analysis.tokens.form, model,
+                                        counts, totals)
         calibration = model.calibration
         rule_reasons = [replace(reason, score=calibration.rule_points(reason.code, reason.score))
                         for reason in analysis.rule_reasons]
         rule_reasons = [reason for reason in rule_reasons if reason.score]  # weighed out
-        text_reason = classifier_reason(result.probability,
-                                        calibration.text_points(result.probability))
-        reasons = [*request.auth_reasons, *rule_reasons, text_reason]
+        reasons = [*request.auth_reasons, *rule_reasons,
+                   *classifier_reasons(scores, calibration)]
         total = round(sum(reason.score for reason in reasons), 2)
         return Verdict(total, thresholds.action_for(total), tuple(reasons), self.name,
-                       features=tuple(analysis.token_ids))
+                       features=tuple(analysis.tokens.all))
 
     def _test_pattern_verdict(self, raw: bytes, thresholds: Thresholds) -> Verdict | None:
         pattern = testpatterns.find(raw)
@@ -221,19 +221,42 @@ class BuiltinEngine:
 
     def message_token_ids(self, raw: bytes) -> list[int]:
         view = parse(raw, scan_limit=self.scan_limit)
-        return token_ids(tokens(view))
+        return tokens(view).ids().all
 
 
-def classifier_reason(probability: float, points: float) -> Reason:
+def classifier_reasons(scores: classifier.ViewScores,
+                       calibration: classifier.Calibration) -> list[Reason]:
+    """The classifier's reasons: one for the words, one for the form when the model scores
+    the views apart."""
+    words = scores.words.probability
+    if scores.form is None:
+        return [_words_reason(words, calibration.text_points(words))]
+    form = scores.form.probability
+    words_points, form_points = calibration.view_points(words, form)
+    return [_words_reason(words, words_points), _form_reason(form, form_points)]
+
+
+def _words_reason(probability: float, points: float) -> Reason:
     percent = round(probability * 100)
-    band = _band(probability)
     if probability >= 0.6:
         text = f"Text resembles spam the filter has learned (spam likelihood {percent}%)"
     elif probability <= 0.4:
         text = f"Text resembles wanted mail (spam likelihood {percent}%)"
     else:
         text = f"The text classifier is unsure (spam likelihood {percent}%)"
-    return Reason(f"BAYES_{band}", text, points)
+    return Reason(f"BAYES_{_band(probability)}", text, points)
+
+
+def _form_reason(probability: float, points: float) -> Reason:
+    percent = round(probability * 100)
+    what = "How the message was written and sent (header, links, layout)"
+    if probability >= 0.6:
+        text = f"{what} resembles spam the filter has learned (spam likelihood {percent}%)"
+    elif probability <= 0.4:
+        text = f"{what} resembles wanted mail (spam likelihood {percent}%)"
+    else:
+        text = f"{what}: the classifier is unsure (spam likelihood {percent}%)"
+    return Reason(f"BAYES_FORM_{_band(probability)}", text, points)
 
 
 def _band(probability: float) -> str:

@@ -19,7 +19,7 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -87,44 +87,71 @@ class TokenCounts:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How the classifier's probability and the rules' hits become points, learned with the
+    """How the classifier's probabilities and the rules' hits become points, learned with the
     model (see train.py). Points are `scale` times a logistic model's log-odds, shifted so
     that its decision point (`cut`) lands on the normal quarantine threshold:
 
-        text points = QUARANTINE_POINTS + scale * (bias - cut + text_weight * text_evidence(p))
+        text points = QUARANTINE_POINTS + scale * (bias - cut + text_weight * evidence(words)
+                                                   + form_weight * evidence(form))
         rule points = scale * rule_weight(rule) * the rule's own points
 
-    The default, used before any calibration, keeps each rule's own points."""
+    `words` and `form` are the probabilities of the two views of a message's tokens
+    (tokenize.Tokens). A model calibrated before the form view (`form_weight` None) scores
+    every token as one view, `words`. The default, used before any calibration, keeps each
+    rule's own points."""
 
     bias: float = 0.0
     cut: float = 0.6
     scale: float = 2.0
     text_weight: float = 1.0
     rule_weights: Mapping[str, float] = field(default_factory=dict)
+    form_weight: float | None = None
 
-    def text_points(self, probability: float) -> float:
-        points = QUARANTINE_POINTS + self.scale * (self.bias - self.cut + self.text_weight
-                                                   * text_evidence(probability))
-        if points > SOFT_TEXT_POINTS:  # approach MAX_TEXT_POINTS, keeping the order
-            room = MAX_TEXT_POINTS - SOFT_TEXT_POINTS
-            points = SOFT_TEXT_POINTS + room * (1.0 - math.exp((SOFT_TEXT_POINTS - points) / room))
-        return round(points, 2)
+    def text_points(self, words: float, form: float = UNKNOWN_PROBABILITY) -> float:
+        return round(_soft_cap(self._uncapped(words, form)), 2)
+
+    def view_points(self, words: float, form: float) -> tuple[float, float]:
+        """`text_points` shared between the views, for the verdict's reasons: the form gets
+        its part of the evidence (shrunk as the total is when it nears MAX_TEXT_POINTS),
+        the words the rest."""
+        total = self.text_points(words, form)
+        base = QUARANTINE_POINTS + self.scale * (self.bias - self.cut)
+        uncapped = self._uncapped(words, form)
+        form_points = self.scale * (self.form_weight or 0.0) * text_evidence(form)
+        if uncapped > SOFT_TEXT_POINTS and uncapped > base:
+            form_points *= min(1.0, max(0.0, (_soft_cap(uncapped) - base) / (uncapped - base)))
+        form_points = round(form_points, 2)
+        return round(total - form_points, 2), form_points
+
+    def _uncapped(self, words: float, form: float) -> float:
+        return QUARANTINE_POINTS + self.scale * (self.bias - self.cut
+                                                 + self._evidence(words, form))
+
+    def _evidence(self, words: float, form: float) -> float:
+        return (self.text_weight * text_evidence(words)
+                + (self.form_weight or 0.0) * text_evidence(form))
 
     def rule_points(self, rule: str, points: float) -> float:
         return round(self.scale * self.rule_weights.get(rule, DEFAULT_RULE_WEIGHT) * points, 2)
 
     def to_json(self) -> dict[str, object]:
-        return {"bias": self.bias, "cut": self.cut, "scale": self.scale,
-                "text_weight": self.text_weight, "rule_weights": dict(self.rule_weights)}
+        data: dict[str, object] = {
+            "bias": self.bias, "cut": self.cut, "scale": self.scale,
+            "text_weight": self.text_weight, "rule_weights": dict(self.rule_weights)}
+        if self.form_weight is not None:
+            data["form_weight"] = self.form_weight
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Calibration:
         weights = data.get("rule_weights") or {}
         if not isinstance(weights, dict):
             raise ValueError("rule_weights is not a mapping")
+        form_weight = data.get("form_weight")
         return cls(float(data["bias"]), float(data["cut"]),  # type: ignore[arg-type]
                    float(data["scale"]), float(data["text_weight"]),  # type: ignore[arg-type]
-                   {str(k): float(v) for k, v in weights.items()})
+                   {str(k): float(v) for k, v in weights.items()},
+                   None if form_weight is None else float(form_weight))  # type: ignore[arg-type]
 
 
 QUARANTINE_POINTS = 5.0   # the normal quarantine threshold the calibration aims at
@@ -132,6 +159,14 @@ MAX_TEXT_POINTS = 9.5     # the text alone never reaches the normal reject thres
 SOFT_TEXT_POINTS = 7.0
 DEFAULT_RULE_WEIGHT = 0.5  # with scale 2: a rule's own points
 EVIDENCE_LIMIT = 1e-6
+
+
+def _soft_cap(points: float) -> float:
+    """Points above SOFT_TEXT_POINTS approach MAX_TEXT_POINTS, keeping their order."""
+    if points <= SOFT_TEXT_POINTS:
+        return points
+    room = MAX_TEXT_POINTS - SOFT_TEXT_POINTS
+    return SOFT_TEXT_POINTS + room * (1.0 - math.exp((SOFT_TEXT_POINTS - points) / room))
 
 
 def text_evidence(probability: float) -> float:
@@ -190,6 +225,23 @@ def score(token_ids: Iterable[int], model: TokenCounts,
     kept = clues[:MAX_CLUES]
     return Score(_chi_combined([p for _, _, p in kept]),
                  tuple(Clue(token, p) for _, token, p in kept))
+
+
+@dataclass(frozen=True)
+class ViewScores:
+    words: Score
+    form: Score | None  # None: the model scores every token as one view (`words`)
+
+
+def score_views(words: Sequence[int], form: Sequence[int], model: TokenCounts,
+                learned: Mapping[int, tuple[int, int]] | None = None,
+                learned_totals: tuple[int, int] = (0, 0)) -> ViewScores:
+    """`score` of each view of a message's tokens, or of all of them as one view when the
+    model was calibrated before the form view."""
+    if model.calibration.form_weight is None:
+        return ViewScores(score([*words, *form], model, learned, learned_totals), None)
+    return ViewScores(score(words, model, learned, learned_totals),
+                      score(form, model, learned, learned_totals))
 
 
 def _chi_combined(probabilities: list[float]) -> float:

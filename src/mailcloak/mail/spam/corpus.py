@@ -25,7 +25,7 @@ from typing import TextIO
 
 from mailcloak.mail.spam.features import parse
 from mailcloak.mail.spam.rules import DEFAULT_RULES, RuleChain
-from mailcloak.mail.spam.tokenize import clean_subject, strip_list_additions, token_ids, tokens
+from mailcloak.mail.spam.tokenize import TokenIds, clean_subject, strip_list_additions, tokens
 
 MAX_MESSAGE_BYTES = 20_000_000
 _NOT_MESSAGES = re.compile(r"^(?:README|SOURCE|LICENSE|NOTICE|MANIFEST|COPYING)", re.IGNORECASE)
@@ -69,7 +69,7 @@ class Prepared:
     """A message as training needs it: its tokens, and its near-duplicate signature."""
 
     message: CorpusMessage
-    token_ids: list[int]
+    tokens: TokenIds
     signature: tuple[int, ...]
     rule_hits: tuple[tuple[str, float], ...]  # (rule, its own points) for each rule that hit
 
@@ -97,7 +97,7 @@ def prepare(messages: Sequence[CorpusMessage], *, progress: Progress | None = No
     prepared = []
     for message in messages:
         view = parse(message.raw)
-        ids = token_ids(tokens(view, masked=ANONYMISED))
+        ids = tokens(view, masked=ANONYMISED).ids()
         subject, _ = clean_subject(view.subject, view.list_names)
         text = subject + "\n" + strip_list_additions(view.visible_text, view.list_names)
         hits = tuple((reason.code, reason.score) for reason in chain.run(view))

@@ -8,6 +8,12 @@ hidden text, obfuscated words). Routing and archive headers, list headers, dates
 numbers never do: they describe how a message was collected, not what it is. What a mailing
 list adds to a message (its subject tag, its footer, the host's advertisement) is removed
 first, and domains that stand for the recipient or were anonymised are dropped (`masked`).
+
+Tokens come in two views that the classifier scores apart (`Tokens`): the words (what the
+message says: its subject, its text, the sender's name) and the form (how it was written
+and sent: header signs, sender and link domains, layout). Scored together, the hundred or
+so strongest words of a long message drowned the few dozen signs of its form; scored apart,
+the calibration weighs each view on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass
 
 from mailcloak.mail.spam.features import (
     MessageView,
@@ -93,21 +100,54 @@ _BOILERPLATE_WORDS = ("google groups", "to unsubscribe from this group", "this d
 _LIST_LINE_HINTS = ("mailing list", "listinfo", "unsubscribe", "@", "http", "list")
 
 
-def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> set[str]:
-    """Every distinct token of a message (a set: the classifier counts messages, not words).
-    `masked`: domains whose mentions are dropped (the recipient's, or a corpus's anonymised
-    names)."""
-    found: set[str] = set()
-    _subject_tokens(view, masked, found)
-    _sender_tokens(view, masked, found)
-    _header_tokens(view, found)
+@dataclass(frozen=True)
+class TokenIds:
+    """A message's token ids in the classifier's two views."""
+
+    words: list[int]
+    form: list[int]
+
+    @property
+    def all(self) -> list[int]:
+        """Both views: what the counts are kept for (a token is counted the same way in
+        either view)."""
+        return self.words + self.form
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Every distinct token of a message (sets: the classifier counts messages, not words),
+    in two views: `words`, what the message says, and `form`, how it was written and sent."""
+
+    words: set[str]
+    form: set[str]
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.words or token in self.form
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.words
+        yield from self.form - self.words
+
+    def ids(self) -> TokenIds:
+        return TokenIds(token_ids(self.words), token_ids(self.form))
+
+
+def tokens(view: MessageView, *, masked: Container[str] = frozenset()) -> Tokens:
+    """The tokens of a message. `masked`: domains whose mentions are dropped (the
+    recipient's, or a corpus's anonymised names)."""
+    words: set[str] = set()
+    form: set[str] = set()
+    _subject_tokens(view, masked, words, form)
+    _sender_tokens(view, masked, words, form)
+    _header_tokens(view, form)
     text = strip_list_additions(view.visible_text, view.list_names)
-    text, text_links = _address_tokens(text, masked, found)
-    _text_signs(text, found)
-    _word_tokens(text, "", found, masked)
-    _link_tokens(view, text_links, masked, found)
-    _structure_tokens(view, found)
-    return found
+    text, text_links = _address_tokens(text, masked, form)
+    _text_signs(text, form)
+    _word_tokens(text, "", words, masked)
+    _link_tokens(view, text_links, masked, form)
+    _structure_tokens(view, form)
+    return Tokens(words, form)
 
 
 def token_ids(found: Iterable[str]) -> list[int]:
@@ -154,20 +194,21 @@ def clean_subject(subject: str, list_names: frozenset[str]) -> tuple[str, bool]:
     return subject, prefix is not None
 
 
-def _subject_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
+def _subject_tokens(view: MessageView, masked: Container[str], words: set[str],
+                    form: set[str]) -> None:
     subject, is_reply = clean_subject(view.subject, view.list_names)
     if is_reply:
-        found.add("subject:reply")
+        form.add("subject:reply")
     letters = [char for char in subject if char.isalpha()]
     if len(letters) >= 8 and sum(char.isupper() for char in letters) > 0.8 * len(letters):
-        found.add("subject:capitals")
+        form.add("subject:capitals")
     if "!" in subject:
-        found.add("subject:exclamation")
+        form.add("subject:exclamation")
     if _SUBJECT_TAIL_NUMBER.search(subject):
-        found.add("subject:trailing-number")  # spam tools append counters and random ids
+        form.add("subject:trailing-number")  # spam tools append counters and random ids
     if _SUBJECT_PADDING.search(view.fields.get("subject", [""])[0]):  # as written, unfolded
-        found.add("subject:padded")  # spaces or dots pushing an id out of the reader's view
-    _word_tokens(subject, "s:", found, masked)
+        form.add("subject:padded")  # spaces or dots pushing an id out of the reader's view
+    _word_tokens(subject, "s:", words, masked)
 
 
 def _text_signs(text: str, found: set[str]) -> None:
@@ -191,21 +232,22 @@ def _has_digit(text: str) -> bool:
     return _DIGIT.search(text) is not None  # any script's digits, as \d matches them
 
 
-def _sender_tokens(view: MessageView, masked: Container[str], found: set[str]) -> None:
+def _sender_tokens(view: MessageView, masked: Container[str], words: set[str],
+                   form: set[str]) -> None:
     """The sender's name and domain and the program it wrote with, as a user's inbox shows
     them; a list that rewrote From to its own address ("A via List") hides the sender's."""
     local, _, domain = view.from_address.partition("@")
     from_list = any(list_name in local for list_name in view.list_names)
     name = _VIA_LIST.sub("", view.from_name)
     if not from_list or name != view.from_name:  # the list's own name is not the sender's
-        _word_tokens(name, "from:", found)
+        _word_tokens(name, "from:", words)
     if domain and not from_list:
-        _domain_token("from", domain, masked, found)
+        _domain_token("from", domain, masked, form)
     mailer = view.header("X-Mailer") or view.header("User-Agent")
     if mailer:
-        words = _DIGITS.sub("", mailer.lower()).replace("(", " ").split()[:3]
-        found.add("mailer:" + " ".join(words))
-    _shape_tokens(view, found)
+        program = _DIGITS.sub("", mailer.lower()).replace("(", " ").split()[:3]
+        form.add("mailer:" + " ".join(program))
+    _shape_tokens(view, form)
 
 
 def _shape_tokens(view: MessageView, found: set[str]) -> None:

@@ -1,13 +1,13 @@
 """Training the builtin engine: token counts from labelled corpora, then a calibration of how
-the classifier's probability and the rules' hits become points.
+the classifier's probabilities and the rules' hits become points.
 
 The calibration is learned from the training messages only, each scored by a model that did
-not learn it (an inner cross validation): a small logistic model weighs the text evidence and
-each rule (rules keep their own points unless the data says otherwise; a rule that never hits
-keeps them as they are). Its decision point, which becomes the normal quarantine threshold,
-is a fixed spam probability of that model (DECISION_LOG_ODDS) rather than a share of the
-training ham: such a share rests on the dozen highest-scoring ham messages, and moved with
-them from one training set to the next.
+not learn it (an inner cross validation): a small logistic model weighs the evidence of each
+view of the tokens (the words, the form) and each rule (rules keep their own points unless
+the data says otherwise; a rule that never hits keeps them as they are). Its decision point,
+which becomes the normal quarantine threshold, is a fixed spam probability of that model
+(DECISION_LOG_ODDS) rather than a share of the training ham: such a share rests on the
+dozen highest-scoring ham messages, and moved with them from one training set to the next.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ LEARNING_RATE = 0.05
 def count(prepared: Sequence[Prepared]) -> TokenCounts:
     model = TokenCounts()
     for item in prepared:
-        model.learn(item.token_ids, is_spam=item.message.is_spam)
+        model.learn(item.tokens.all, is_spam=item.message.is_spam)
     return model
 
 
@@ -65,8 +65,9 @@ def calibrate(prepared: Sequence[Prepared], groups: Sequence[int]) -> Calibratio
 
 
 def out_of_fold_probabilities(prepared: Sequence[Prepared], groups: Sequence[int],
-                              folds: int = INNER_FOLDS) -> list[float]:
-    """Each message's spam probability from a model trained without its fold."""
+                              folds: int = INNER_FOLDS) -> list[tuple[float, float]]:
+    """Each message's spam probabilities (words, form) from a model trained without its
+    fold."""
     fold_of = assign_folds([item.message.is_spam for item in prepared], groups, folds,
                            seed=1729)
     fold_counts = [count([p for p, f in zip(prepared, fold_of, strict=True) if f == fold])
@@ -74,48 +75,55 @@ def out_of_fold_probabilities(prepared: Sequence[Prepared], groups: Sequence[int
     everything = TokenCounts()
     for counts in fold_counts:
         everything.add(counts)
-    probabilities = [0.5] * len(prepared)
+    probabilities = [(0.5, 0.5)] * len(prepared)
     for fold in range(folds):
         model = everything.copy()
         model.add(fold_counts[fold], sign=-1)
         for index, (item, item_fold) in enumerate(zip(prepared, fold_of, strict=True)):
             if item_fold == fold:
-                probabilities[index] = classifier.score(item.token_ids, model).probability
+                probabilities[index] = (classifier.score(item.tokens.words, model).probability,
+                                        classifier.score(item.tokens.form, model).probability)
     return probabilities
 
 
-def fit_calibration(probabilities: Sequence[float],
+def fit_calibration(probabilities: Sequence[tuple[float, float]],
                     rule_hits: Sequence[tuple[tuple[str, float], ...]],
                     labels: Sequence[bool]) -> Calibration:
-    """A logistic model of the label from the text evidence and the rules' points, with
-    rule weights pulled towards their own points and never negative (rules are signs of
-    spam by design), deciding at DECISION_LOG_ODDS."""
-    evidence = [text_evidence(p) for p in probabilities]
+    """A logistic model of the label from the evidence of each view (words, form) and the
+    rules' points, with every weight pulled towards its start (1 for a view, a rule's own
+    points) and rule weights never negative (rules are signs of spam by design), deciding at
+    DECISION_LOG_ODDS."""
+    evidence = [(text_evidence(words), text_evidence(form)) for words, form in probabilities]
     rules = sorted({name for hits in rule_hits for name, _ in hits})
     weights = dict.fromkeys(rules, DEFAULT_RULE_WEIGHT)
-    bias, text_weight = 0.0, 1.0
+    bias, text_weight, form_weight = 0.0, 1.0, 1.0
     moments: dict[str, list[float]] = {}
     count_ = len(labels)
     for step in range(1, ITERATIONS + 1):
-        gradient_bias = gradient_text = 0.0
+        gradient_bias = gradient_text = gradient_form = 0.0
         gradients = dict.fromkeys(rules, 0.0)
-        for x, hits, label in zip(evidence, rule_hits, labels, strict=True):
-            stacked = bias + text_weight * x + sum(weights[n] * points for n, points in hits)
+        for (words, form), hits, label in zip(evidence, rule_hits, labels, strict=True):
+            stacked = (bias + text_weight * words + form_weight * form
+                       + sum(weights[n] * points for n, points in hits))
             error = _sigmoid(stacked) - label
             gradient_bias += error
-            gradient_text += error * x
+            gradient_text += error * words
+            gradient_form += error * form
             for name, points in hits:
                 gradients[name] += error * points
         gradient_text += PRIOR_STRENGTH * (text_weight - 1.0)
+        gradient_form += PRIOR_STRENGTH * (form_weight - 1.0)
         bias -= _adam(moments, "bias", gradient_bias / count_, step)
         text_weight -= _adam(moments, "text", gradient_text / count_, step)
+        form_weight -= _adam(moments, "form", gradient_form / count_, step)
         for name in rules:
             gradient = gradients[name] + PRIOR_STRENGTH * (weights[name] - DEFAULT_RULE_WEIGHT)
             weights[name] = max(0.0, weights[name] - _adam(moments, name, gradient / count_,
                                                            step))
     return Calibration(bias=round(bias, 4), cut=DECISION_LOG_ODDS, scale=CALIBRATION_SCALE,
                        text_weight=round(text_weight, 4),
-                       rule_weights={name: round(weight, 4) for name, weight in weights.items()})
+                       rule_weights={name: round(weight, 4) for name, weight in weights.items()},
+                       form_weight=round(form_weight, 4))
 
 
 def _adam(moments: dict[str, list[float]], key: str, gradient: float, step: int) -> float:
