@@ -126,6 +126,12 @@ def test_shipped_model_loads_once_and_scores_mail() -> None:
     engine = BuiltinEngine()
     verdict = engine.scan_sync(ScanRequest((DATA / "spam" / "spam00.eml").read_bytes()), NORMAL)
     assert verdict.action is not Action.DELIVER
+    # The shipped model weighs the words and the form apart: a reason for each.
+    assert default_model().calibration.form_weight is not None
+    words, form = verdict.reasons[-2:]
+    assert words.code.startswith("BAYES_") and form.code.startswith("BAYES_FORM_")
+    assert "written and sent" in form.text
+    assert verdict.score == pytest.approx(sum(r.score for r in verdict.reasons), abs=0.01)
 
 
 def test_the_first_scan_loads_the_shipped_model_off_the_event_loop(
