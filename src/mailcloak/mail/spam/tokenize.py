@@ -11,9 +11,9 @@ first, and domains that stand for the recipient or were anonymised are dropped (
 
 Tokens come in two views that the classifier scores apart (`Tokens`): the words (what the
 message says: its subject, its text, the sender's name) and the form (how it was written
-and sent: header signs, sender and link domains, layout). Scored together, the hundred or
-so strongest words of a long message drowned the few dozen signs of its form; scored apart,
-the calibration weighs each view on its own.
+and sent: header signs, sender and link domains, layout). Scored together, the strongest
+clues of a long message were nearly all words and the few dozen signs of its form weighed
+little; scored apart, the calibration weighs each view on its own.
 """
 
 from __future__ import annotations
