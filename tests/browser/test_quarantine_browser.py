@@ -49,7 +49,7 @@ def held_mail(alias: Alias, pixel_url: str) -> QuarantinedMessage:
          mail_from="bounce-77@mailer.shop.example", reasons=(
              Reason("BULK_NO_UNSUBSCRIBE", "Bulk mail without a List-Unsubscribe field", 2.5),
              Reason("HTML_MOSTLY_IMAGES", "The HTML part is mostly images", 1.5),
-             Reason("BAYES_60", "The text classifier is unsure (spam likelihood 64%)", 1.4)))
+             Reason("BAYES_60", "Text: the classifier is unsure (spam likelihood 64%)", 1.4)))
     log_rejection(alias=alias, mail_from="x7@botnet.example",
                   header_from="Prize <x7@botnet.example>", subject="You have won 1,000,000",
                   reason="Spam score 17.0 over the reject line")

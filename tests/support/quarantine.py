@@ -44,7 +44,7 @@ def spam_message(*, subject: str = "You won a prize", sender: str = "Prize Team 
 DEFAULT_REASONS = (
     Reason("SPF_FAIL", "SPF failed for spam.example", 3.0),
     Reason("LINK_TEXT_MISMATCH", "Link text shows paypal.com but points to evil.example", 4.0),
-    Reason("BAYES_50", "The text classifier is unsure", 0.5),
+    Reason("BAYES_50", "Text: the classifier is unsure", 0.5),
 )
 
 

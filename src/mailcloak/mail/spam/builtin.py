@@ -230,33 +230,23 @@ def classifier_reasons(scores: classifier.ViewScores,
     the views apart."""
     words = scores.words.probability
     if scores.form is None:
-        return [_words_reason(words, calibration.text_points(words))]
+        return [_view_reason("BAYES", "Text", words, calibration.text_points(words))]
     form = scores.form.probability
     words_points, form_points = calibration.view_points(words, form)
-    return [_words_reason(words, words_points), _form_reason(form, form_points)]
+    return [_view_reason("BAYES", "Text", words, words_points),
+            _view_reason("BAYES_FORM", "How the message was written and sent (header, links, "
+                         "layout)", form, form_points)]
 
 
-def _words_reason(probability: float, points: float) -> Reason:
+def _view_reason(code: str, what: str, probability: float, points: float) -> Reason:
     percent = round(probability * 100)
-    if probability >= 0.6:
-        text = f"Text resembles spam the filter has learned (spam likelihood {percent}%)"
-    elif probability <= 0.4:
-        text = f"Text resembles wanted mail (spam likelihood {percent}%)"
-    else:
-        text = f"The text classifier is unsure (spam likelihood {percent}%)"
-    return Reason(f"BAYES_{_band(probability)}", text, points)
-
-
-def _form_reason(probability: float, points: float) -> Reason:
-    percent = round(probability * 100)
-    what = "How the message was written and sent (header, links, layout)"
     if probability >= 0.6:
         text = f"{what} resembles spam the filter has learned (spam likelihood {percent}%)"
     elif probability <= 0.4:
         text = f"{what} resembles wanted mail (spam likelihood {percent}%)"
     else:
         text = f"{what}: the classifier is unsure (spam likelihood {percent}%)"
-    return Reason(f"BAYES_FORM_{_band(probability)}", text, points)
+    return Reason(f"{code}_{_band(probability)}", text, points)
 
 
 def _band(probability: float) -> str:

@@ -4,7 +4,9 @@ For each token it keeps in how many spam and how many ham messages the token was
 Scoring follows Gary Robinson's method as SpamBayes uses it: each token's spam probability is
 smoothed towards "unknown" when it was seen rarely, the strongest clues are kept, and Fisher's
 chi-square combination of their probabilities gives a spam score between 0 and 1 that is
-rarely wrong when it is near either end and honestly unsure in between.
+rarely wrong when it is near either end and honestly unsure in between. A message's words
+and its form (tokenize.Tokens) are scored apart with the same counts (`score_views`), and
+the calibration weighs the two.
 
 Learning is counting, so it is incremental: a user's "spam" / "not spam" adds one message to
 the counts (`learn`) and the next scan sees it. Counts are stored in a compact binary file
