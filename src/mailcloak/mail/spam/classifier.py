@@ -116,9 +116,9 @@ class Calibration:
         """`text_points` shared between the views, for the verdict's reasons: the form gets
         its part of the evidence (shrunk as the total is when it nears MAX_TEXT_POINTS),
         the words the rest."""
-        total = self.text_points(words, form)
-        base = QUARANTINE_POINTS + self.scale * (self.bias - self.cut)
         uncapped = self._uncapped(words, form)
+        total = round(_soft_cap(uncapped), 2)  # text_points
+        base = QUARANTINE_POINTS + self.scale * (self.bias - self.cut)
         form_points = self.scale * (self.form_weight or 0.0) * text_evidence(form)
         if uncapped > SOFT_TEXT_POINTS and uncapped > base:
             form_points *= min(1.0, max(0.0, (_soft_cap(uncapped) - base) / (uncapped - base)))
